@@ -1,0 +1,35 @@
+# Two entry points (README "Quick start"):
+#   make reports   set up .venv if missing, then `dvc repro` (every stage at study scale)
+#   make test      set up .venv if missing, then ruff + unit tests + nbval on every notebook
+# DATA_MIRROR (a folder or URL mirroring the data sets) is passed through; unset = official URLs.
+
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+export DVC_NO_ANALYTICS := 1
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: setup reports test lint clean-scratch
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" || true
+	$(BIN)/python -c "import torch, papermill, nbval, dvc"  # fail here if the install did not succeed
+	$(BIN)/pip install -q --no-deps torchmeta==1.8.0 2>&1 | grep -v "^WARNING: Location" || true
+	$(BIN)/python -m ipykernel install --sys-prefix --name metalearn --display-name "Python (metalearn)" >/dev/null
+	touch $@
+
+setup: $(BIN)/.installed
+
+reports: setup
+	dvc repro
+
+lint: setup
+	ruff check lib tests notebooks
+
+test: setup lint
+	pytest --nbval-lax --nbval-kernel-name python3 tests notebooks
+
+clean-scratch:
+	rm -rf scratch

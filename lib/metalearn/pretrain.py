@@ -1,0 +1,131 @@
+"""Pre-training & fine-tuning: the non-episodic baseline every meta-learner must beat.
+
+1. Pre-train f_theta + a linear head on ordinary mini-batches of *all* meta-train classes
+   (cross-entropy over e.g. 4112 Omniglot classes).
+2. At test time freeze f_theta and, for each episode, fit a new linear head W, b on the support set:
+       p(y = k | x) = softmax_k(w_k^T f(x) + b_k),   min_{W,b}  sum_{(x,y) in S} -log p(y | x)
+3. Or skip the fitting: classify a query by its nearest class centroid c_k = mean_{(x,y) in S_k} f(x)
+   (the Prototypical-Network rule on pretrained features).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .episodes import ClassDataset, Episode
+from .evaluate import PredictFn
+from .models import conv4_for
+from .train import TrainResult, train
+
+
+class Classifier(nn.Module):
+    """A backbone and a linear head over ``num_classes``."""
+
+    def __init__(self, backbone: nn.Module, num_classes: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(backbone.feature_dim, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+
+def augment_batch(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """Random horizontal flip and random crop after ``pad`` zero-padding, for ``x [B, C, H, W]``."""
+    b, _, h, w = x.shape
+    flip = torch.rand(b, generator=generator, device=x.device) < 0.5
+    x = torch.where(flip[:, None, None, None], x.flip(3), x)
+    padded = F.pad(x, (pad, pad, pad, pad))
+    dy, dx = (torch.randint(0, 2 * pad + 1, (2, b), generator=generator, device=x.device))
+    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
+    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
+    return padded[torch.arange(b, device=x.device)[:, None, None, None],
+                  torch.arange(x.shape[1], device=x.device)[None, :, None, None], rows, cols]
+
+
+def pretrain(dataset: ClassDataset, steps: int, batch_size: int = 128, lr: float = 1e-3, *, seed: int,
+             augment: bool = False, checkpoint: Path | None = None, progress: bool = True,
+             log_every: int = 50) -> tuple[Classifier, TrainResult]:
+    """Train Conv-4 + a linear head on all classes of ``dataset`` (Adam, cosine-annealed learning rate)."""
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    torch.manual_seed(seed)
+    model = Classifier(conv4_for(tuple(dataset.images.shape[2:])), dataset.num_classes).to(dataset.device)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
+    images = dataset.images.flatten(0, 1)  # [classes*per_class, C, H, W] uint8
+
+    def batch_fn(step: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.randint(images.shape[0], (batch_size,), generator=g, device=images.device)
+        x = images[idx].float().div_(255)
+        return (augment_batch(x, g) if augment else x), idx // dataset.per_class
+
+    def loss_fn(m: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]):
+        logits = m(batch[0])
+        acc = (logits.argmax(1) == batch[1]).float().mean().item() * 100
+        return F.cross_entropy(logits, batch[1]), {"accuracy": acc}
+
+    result = train(model, loss_fn, batch_fn, steps, opt, seed=seed, scheduler=sched, checkpoint=checkpoint,
+                   desc=f"pretrain {dataset.name}", progress=progress, log_every=log_every)
+    return model, result
+
+
+@torch.no_grad()
+def embed_episode(backbone: nn.Module, episode: Episode) -> tuple[torch.Tensor, torch.Tensor]:
+    """Support and query features ``[tasks, n, D]`` with the backbone in eval mode (non-transductive BN)."""
+    backbone.eval()
+    t, n_s = episode.support_x.shape[:2]
+    x = torch.cat([episode.support_x, episode.query_x], 1).flatten(0, 1)
+    f = backbone(x).view(t, -1, backbone.feature_dim)
+    return f[:, :n_s], f[:, n_s:]
+
+
+def class_prototypes(features: torch.Tensor, labels: torch.Tensor, ways: int) -> torch.Tensor:
+    """c_k = mean of the support features of class k: ``[tasks, n, D], [tasks, n] -> [tasks, ways, D]``."""
+    onehot = F.one_hot(labels, ways).to(features.dtype)  # [tasks, n, ways]
+    return onehot.transpose(1, 2) @ features / onehot.sum(1)[..., None]
+
+
+def nearest_centroid(support: torch.Tensor, support_y: torch.Tensor, query: torch.Tensor,
+                     ways: int) -> torch.Tensor:
+    """Label of the nearest (Euclidean) support centroid per query: ``[tasks, n_query]``."""
+    return torch.cdist(query, class_prototypes(support, support_y, ways)).argmin(-1)
+
+
+def fit_linear_head(support: torch.Tensor, support_y: torch.Tensor, query: torch.Tensor, ways: int,
+                    steps: int = 100, lr: float = 0.01) -> torch.Tensor:
+    """Fit a fresh linear head per task on support features (Adam, all tasks at once); predict queries.
+
+    ``support [tasks, n_support, D]``, ``query [tasks, n_query, D]`` -> labels ``[tasks, n_query]``.
+    """
+    if steps <= 0:
+        raise ValueError(f"steps must be positive, got {steps}")
+    t, n, d = support.shape
+    w = torch.zeros(t, d, ways, device=support.device, requires_grad=True)
+    b = torch.zeros(t, 1, ways, device=support.device, requires_grad=True)
+    opt = torch.optim.Adam([w, b], lr=lr)
+    with torch.enable_grad():
+        for _ in range(steps):
+            logits = support @ w + b  # [tasks, n_support, ways]
+            # the sum over tasks of each task's mean loss: Adam is per-parameter, so tasks stay independent
+            loss = F.cross_entropy(logits.flatten(0, 1), support_y.flatten(), reduction="sum") / n
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return (query @ w + b).argmax(-1).detach()
+
+
+def baseline_predictors(backbone: nn.Module, finetune_steps: int = 100, finetune_lr: float = 0.01) -> PredictFn:
+    """Both test-time rules on one forward pass: ``{"pretrain_finetune": ..., "nearest_centroid": ...}``."""
+
+    def predict(ep: Episode) -> dict[str, torch.Tensor]:
+        fs, fq = embed_episode(backbone, ep)
+        ways = ep.classes.shape[1]
+        return {"pretrain_finetune": fit_linear_head(fs, ep.support_y, fq, ways, finetune_steps, finetune_lr),
+                "nearest_centroid": nearest_centroid(fs, ep.support_y, fq, ways)}
+
+    return predict
