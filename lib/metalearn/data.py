@@ -193,7 +193,7 @@ def source_files(dataset: str, mirror: str | None) -> tuple[RemoteFile, ...]:
 def atomic_path(dest: Path, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside ``dest``; on success move it into place, else delete it."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix + ".tmp", dir=dest.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp" + suffix, dir=dest.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
