@@ -17,6 +17,7 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" || true
 	$(BIN)/python -c "import torch, papermill, nbval, dvc"  # fail here if the install did not succeed
 	$(BIN)/pip install -q --no-deps torchmeta==1.8.0 2>&1 | grep -v "^WARNING: Location" || true
+	$(BIN)/python -c "import metalearn.torchmeta_compat, torchmeta"  # fail here if torchmeta is unusable
 	$(BIN)/python -m ipykernel install --sys-prefix --name metalearn --display-name "Python (metalearn)" >/dev/null
 	touch $@
 

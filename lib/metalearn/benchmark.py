@@ -8,6 +8,7 @@ other, on the same machine, after one warm-up batch. Throughput = episodes (task
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -15,7 +16,8 @@ import torch
 from .episodes import ClassDataset, EpisodeSampler, make_generator
 
 
-def _episodes_per_second(next_batch, tasks: int, batches: int) -> float:
+def _episodes_per_second(next_batch: Callable[[], object], tasks: int, batches: int) -> float:
+    """Episodes per second of ``batches`` calls of ``next_batch`` (each ``tasks`` episodes), after a warm-up call."""
     next_batch()  # warm-up (first access opens files / allocates)
     t0 = time.perf_counter()
     for _ in range(batches):
@@ -23,7 +25,7 @@ def _episodes_per_second(next_batch, tasks: int, batches: int) -> float:
     return tasks * batches / (time.perf_counter() - t0)
 
 
-def sampler_throughput(train: ClassDataset, torchmeta_root: Path, ways: int = 5, shots: int = 1,
+def sampler_throughput(train: ClassDataset, torchmeta_root: Path | None, ways: int = 5, shots: int = 1,
                        queries: int = 15, tasks: int = 32, lib_batches: int = 200,
                        torchmeta_batches: int = 20, seed: int = 0) -> dict[str, float]:
     """Episodes per second of ``lib_sampler`` and ``torchmeta_loader`` (same episode shapes)."""

@@ -39,8 +39,12 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 MIRROR_ENV = "DATA_MIRROR"
 DATA_DIR_ENV = "METALEARN_DATA_DIR"
@@ -77,11 +81,23 @@ class RemoteFile:
     md5: str | None = None
 
 
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
 def default_data_dir() -> Path:
     """``$METALEARN_DATA_DIR`` or the project's ``data/`` folder."""
     if os.environ.get(DATA_DIR_ENV):
         return Path(os.environ[DATA_DIR_ENV])
-    return Path(__file__).resolve().parents[2] / "data"
+    return PROJECT_ROOT / "data"
+
+
+def default_mirror() -> str | None:
+    """``$DATA_MIRROR``: a URL, or a folder (a relative path is taken from the project root, so notebooks
+    running in ``notebooks/`` find the same mirror as commands run from the root). ``None`` if unset."""
+    mirror = os.environ.get(MIRROR_ENV) or None
+    if mirror and "://" not in mirror and not Path(mirror).is_absolute():
+        mirror = str((PROJECT_ROOT / mirror).resolve())
+    return mirror
 
 
 # ----------------------------------------------------------------------------------------------
@@ -196,8 +212,12 @@ def atomic_path(dest: Path, suffix: str = "") -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp" + suffix, dir=dest.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    umask = os.umask(0)
+    os.umask(umask)
     try:
         yield tmp_path
+        if tmp_path.exists():
+            os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual mode
         os.replace(tmp_path, dest)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
@@ -234,7 +254,9 @@ def fetch(remote: RemoteFile, raw_dir: Path, mirror: str | None = None) -> Path:
     nothing behind) if its checksum matches neither the official nor the mirror checksum.
     """
     dest = raw_dir / remote.path
-    if dest.exists() and _checksum_ok(remote, *file_hashes(dest)) and (remote.sha256 or remote.md5):
+    # a file without a published checksum only lands here through a completed download (content is
+    # checked when it is prepared); one with a checksum is re-verified
+    if dest.exists() and (not (remote.sha256 or remote.md5) or _checksum_ok(remote, *file_hashes(dest))):
         return dest
     url = _source_url(remote, mirror)
     with atomic_path(dest) as tmp:
@@ -288,6 +310,7 @@ def _save_npz(dest: Path, arrays: dict[str, np.ndarray]) -> str:
 # Omniglot
 # ----------------------------------------------------------------------------------------------
 def _omniglot_from_zips(zips: list[Path], size: int = 28) -> tuple[np.ndarray, list[str]]:
+    """All characters of the two Omniglot zips, ``[characters, 20, size, size]``, sorted by name."""
     from PIL import Image
 
     chars: dict[str, list[tuple[str, bytes]]] = {}
@@ -312,6 +335,7 @@ def _omniglot_from_zips(zips: list[Path], size: int = 28) -> tuple[np.ndarray, l
 
 
 def prepare_omniglot(data_dir: Path, mirror: str | None) -> dict:
+    """Omniglot as ``prepared/omniglot.npz`` (28x28 uint8, ink = 255) plus the Vinyals split lists."""
     raw = data_dir / "raw"
     paths = [fetch(f, raw, mirror) for f in OMNIGLOT_FILES]
     images, names = _omniglot_from_zips(paths[:2])
@@ -339,20 +363,29 @@ def _cifar_fs_split_names(paths: list[Path]) -> dict[str, list[str]]:
             for split, p in zip(("train", "val", "test"), paths, strict=True)}
 
 
-def _cifar_fs_from_mirror(paths: list[Path]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def _cifar_fs_from_mirror(paths: list[Path]) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The mirror's arrays per split: ``(images [N, 32, 32, 3], labels [N], class_names [K])``."""
     out = {}
     parts = {"train": paths[:2], "val": [paths[2]], "test": [paths[3]]}
     for split, files in parts.items():
-        loaded = [np.load(p) for p in files]
-        images = np.concatenate([z["images"] for z in loaded])
-        labels = np.concatenate([z["labels"] for z in loaded])
+        images, labels = [], []
+        for path in files:
+            with np.load(path) as z:
+                images.append(z["images"])
+                labels.append(z["labels"])
+                class_names = z["class_names"]
+        images, labels = np.concatenate(images), np.concatenate(labels)
         _require(hashlib.sha256(images.tobytes()).hexdigest() == _CIFAR_FS_PIXEL_SHA256[split],
                  f"CIFAR-FS {split} pixels differ from the mirror's published pixel hash")
-        out[split] = (images, labels, loaded[0]["class_names"])
+        out[split] = (images, labels, class_names)
     return out
 
 
 def _cifar_fs_from_official(tar_path: Path, split_names: dict[str, list[str]]) -> dict:
+    """CIFAR-100's python pickles regrouped into the CIFAR-FS splits, as :func:`_cifar_fs_from_mirror`.
+
+    Within a class, images keep CIFAR-100's order (train, then test), which differs from the mirror's:
+    both routes give the same images per class, so the same episodes in distribution, not bit for bit."""
     with tarfile.open(tar_path) as tf:
         def load(member: str) -> dict:
             f = tf.extractfile(f"cifar-100-python/{member}")
@@ -373,6 +406,7 @@ def _cifar_fs_from_official(tar_path: Path, split_names: dict[str, list[str]]) -
 
 
 def prepare_cifar_fs(data_dir: Path, mirror: str | None) -> dict:
+    """CIFAR-FS as ``prepared/cifar_fs.npz``: uint8 ``[classes, 600, 32, 32, 3]`` per split."""
     raw = data_dir / "raw"
     files = source_files("cifar_fs", mirror)
     paths = [fetch(f, raw, mirror) for f in files]
@@ -419,60 +453,90 @@ def _fsmol_from_official_tar(tar_path: Path, dest: Path) -> None:
                                        "regression_value": r.get("RegressionProperty"),
                                        "log_regression_value": r.get("LogRegressionProperty"),
                                        "relation": r.get("Relation"), "assay_type": r.get("AssayType")})
+    columns = ["assay_id", "smiles", "label", "regression_value", "log_regression_value", "relation", "assay_type"]
     for fold, fold_rows in rows.items():
         with atomic_path(dest / f"fsmol_{fold}.csv.gz") as tmp:
-            pd.DataFrame(fold_rows).to_csv(tmp, index=False, compression="gzip")
+            pd.DataFrame(fold_rows, columns=columns).to_csv(tmp, index=False, compression="gzip")
+
+
+@contextlib.contextmanager
+def atomic_dir(dest: Path) -> Iterator[Path]:
+    """Yield a temporary folder beside ``dest``; on success it replaces ``dest`` as a whole, else it is removed."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o755)
+        if dest.exists():
+            old = dest.with_name(f".{dest.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(dest, old)
+            os.replace(tmp, dest)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _moleculenet_table(name: str, path: Path, official: bool):
+    """A MoleculeNet table as ``smiles`` + one 0/1/NaN column per task, checked against its known size."""
+    import pandas as pd
+
+    _, _, _, n_mols, n_tasks = _MOLECULENET[name]
+    df = pd.read_csv(path)
+    if official and name == "muv":
+        # DeepChem's muv.csv.gz lists 40 SMILES twice; MoleculeNet's benchmark set keeps the first of each
+        df = df.drop_duplicates("smiles", keep="first")
+    tasks = [c for c in df.columns if c not in ("smiles", "mol_id")]
+    _require(len(df) == n_mols and len(tasks) == n_tasks,
+             f"{name} has {len(df)} molecules x {len(tasks)} tasks, expected {n_mols} x {n_tasks}")
+    values = df[tasks].to_numpy(dtype=float)
+    _require(set(np.unique(values[~np.isnan(values)])) <= {0.0, 1.0}, f"{name} labels are not binary")
+    return df[["smiles", *tasks]], tasks
 
 
 def prepare_molecules(data_dir: Path, mirror: str | None) -> dict:
+    """MoleculeNet few-shot sets and FS-Mol as verified tables in ``prepared/molecules/`` (written as a whole)."""
     import pandas as pd
 
     raw = data_dir / "raw"
     paths = {f.path: fetch(f, raw, mirror) for f in source_files("molecules", mirror)}
-    out_dir = data_dir / "prepared" / "molecules"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    published_splits = json.loads(paths[_FEWSHOT_SPLITS.path].read_text()) if mirror else None
     summary: dict = {}
-    splits = json.loads(paths[_FEWSHOT_SPLITS.path].read_text()) if mirror else None
-    for name, (mirror_file, official_file, _, n_mols, n_tasks) in _MOLECULENET.items():
-        src = paths[f"molecules/moleculenet/{mirror_file if mirror else official_file}"]
-        df = pd.read_csv(src)
-        tasks = [c for c in df.columns if c not in ("smiles", "mol_id")]
-        _require(len(df) == n_mols and len(tasks) == n_tasks,
-                 f"{name} has {len(df)} molecules x {len(tasks)} tasks, expected {n_mols} x {n_tasks}")
-        values = df[tasks].to_numpy(dtype=float)
-        _require(set(np.unique(values[~np.isnan(values)])) <= {0.0, 1.0}, f"{name} labels are not binary")
-        with atomic_path(out_dir / f"{name}.csv.gz") as tmp:
-            df[["smiles", *tasks]].to_csv(tmp, index=False, compression="gzip")
-        n_train, n_test = FEWSHOT_TASK_COUNTS[name]
-        split = {"train_tasks": tasks[:n_train], "test_tasks": tasks[n_train:]}
-        if splits is not None:
-            key = name if name != "toxcast" else "toxcast_unfiltered"
-            _require(splits[key]["train_tasks"] == split["train_tasks"]
-                     and splits[key]["test_tasks"] == split["test_tasks"],
-                     f"{name} few-shot task split differs from the published one")
-        _require(len(split["test_tasks"]) == n_test, f"{name} has {len(tasks)} tasks, expected {n_tasks}")
-        summary[name] = {"molecules": n_mols, "tasks": n_tasks, **{k: len(v) for k, v in split.items()}}
-        with atomic_path(out_dir / f"{name}_split.json") as tmp:
-            tmp.write_text(json.dumps(split, indent=1))
-    if mirror:
-        parts = [paths[f"molecules/fsmol/{n}"] for n in _FSMOL_MIRROR]
-        folds = {"train": pd.concat([pd.read_csv(p) for p in parts[:2]]),
-                 "valid": pd.read_csv(parts[2]), "test": pd.read_csv(parts[3])}
-        for fold, df in folds.items():
-            with atomic_path(out_dir / f"fsmol_{fold}.csv.gz") as tmp:
-                df.to_csv(tmp, index=False, compression="gzip")
-    else:
-        _fsmol_from_official_tar(paths["molecules/fsmol/fsmol.tar"], out_dir)
-    official = json.loads(paths[_FSMOL_TASK_LIST.path].read_text())
-    fsmol = {}
-    for fold in ("train", "valid", "test"):
-        df = pd.read_csv(out_dir / f"fsmol_{fold}.csv.gz", usecols=["assay_id", "label"])
-        assays = set(df["assay_id"])
-        _require(assays <= set(official[fold]), f"FS-Mol {fold} holds assays outside the official task list")
-        _require(set(np.unique(df["label"])) <= {0, 1}, f"FS-Mol {fold} labels are not binary")
-        fsmol[fold] = {"tasks": len(assays), "official_tasks": len(official[fold]), "rows": len(df)}
-    _require(fsmol["test"]["tasks"] == fsmol["test"]["official_tasks"], "FS-Mol test fold is incomplete")
-    summary["fsmol"] = fsmol
+    with atomic_dir(data_dir / "prepared" / "molecules") as out_dir:
+        for name, (mirror_file, official_file, *_) in _MOLECULENET.items():
+            src = paths[f"molecules/moleculenet/{mirror_file if mirror else official_file}"]
+            df, tasks = _moleculenet_table(name, src, official=not mirror)
+            n_train, _ = FEWSHOT_TASK_COUNTS[name]
+            split = {"train_tasks": tasks[:n_train], "test_tasks": tasks[n_train:]}
+            if published_splits is not None:
+                published = published_splits[name if name != "toxcast" else "toxcast_unfiltered"]
+                _require(all(published[k] == split[k] for k in split),
+                         f"{name} few-shot task split differs from the published one")
+            df.to_csv(out_dir / f"{name}.csv.gz", index=False, compression="gzip")
+            (out_dir / f"{name}_split.json").write_text(json.dumps(split, indent=1))
+            summary[name] = {"molecules": len(df), "tasks": len(tasks), **{k: len(v) for k, v in split.items()}}
+        if mirror:
+            parts = [paths[f"molecules/fsmol/{n}"] for n in _FSMOL_MIRROR]
+            folds = {"train": pd.concat([pd.read_csv(p) for p in parts[:2]]),
+                     "valid": pd.read_csv(parts[2]), "test": pd.read_csv(parts[3])}
+            for fold, df in folds.items():
+                df.to_csv(out_dir / f"fsmol_{fold}.csv.gz", index=False, compression="gzip")
+        else:
+            _fsmol_from_official_tar(paths["molecules/fsmol/fsmol.tar"], out_dir)
+        official = json.loads(paths[_FSMOL_TASK_LIST.path].read_text())
+        fsmol = {}
+        for fold in ("train", "valid", "test"):
+            df = pd.read_csv(out_dir / f"fsmol_{fold}.csv.gz", usecols=["assay_id", "label"])
+            assays = set(df["assay_id"])
+            _require(bool(assays) and assays <= set(official[fold]),
+                     f"FS-Mol {fold} is empty or holds assays outside the official task list")
+            _require(set(np.unique(df["label"])) <= {0, 1}, f"FS-Mol {fold} labels are not binary")
+            fsmol[fold] = {"tasks": len(assays), "official_tasks": len(official[fold]), "rows": len(df)}
+        _require(fsmol["test"]["tasks"] == fsmol["test"]["official_tasks"], "FS-Mol test fold is incomplete")
+        summary["fsmol"] = fsmol
     return {"folder": "prepared/molecules", **summary}
 
 
@@ -489,15 +553,17 @@ def prepare(datasets: tuple[str, ...] = DATASETS, data_dir: Path | None = None,
     if unknown:
         raise ValueError(f"unknown dataset(s) {unknown}; choose from {', '.join(DATASETS)}")
     data_dir = Path(data_dir) if data_dir else default_data_dir()
-    mirror = mirror if mirror is not None else os.environ.get(MIRROR_ENV) or None
+    mirror = mirror if mirror is not None else default_mirror()
     return {name: _PREPARE[name](data_dir, mirror) for name in datasets}
 
 
 def ensure_prepared(dataset: str, data_dir: Path | None = None) -> Path:
     """Path of the prepared form of ``dataset``, preparing it first if it is missing."""
+    files = {"omniglot": "omniglot.npz", "cifar_fs": "cifar_fs.npz", "molecules": "molecules"}
+    if dataset not in files:
+        raise ValueError(f"unknown dataset {dataset!r}; choose from {', '.join(DATASETS)}")
     data_dir = Path(data_dir) if data_dir else default_data_dir()
-    path = data_dir / "prepared" / {"omniglot": "omniglot.npz", "cifar_fs": "cifar_fs.npz",
-                                    "molecules": "molecules"}[dataset]
+    path = data_dir / "prepared" / files[dataset]
     if not path.exists():
         prepare((dataset,), data_dir)
     return path
@@ -532,7 +598,7 @@ def load_cifar_fs(split: str, data_dir: Path | None = None) -> tuple[np.ndarray,
         return np.ascontiguousarray(images), z[f"{split}_classes"].tolist()
 
 
-def load_molecules(name: str, data_dir: Path | None = None):
+def load_molecules(name: str, data_dir: Path | None = None) -> pd.DataFrame:
     """A molecular table: MoleculeNet ``tox21/sider/muv/toxcast`` (SMILES + one column per task)
     or FS-Mol ``fsmol_train/fsmol_valid/fsmol_test`` (one row per assay measurement)."""
     import pandas as pd
@@ -553,7 +619,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         manifest = prepare(tuple(args.datasets), args.data_dir)
-    except DataError as err:
+    except (DataError, ValueError) as err:
         raise SystemExit(f"error: {err}") from None
     text = json.dumps(manifest, indent=2, sort_keys=True)
     if args.manifest:

@@ -45,12 +45,15 @@ class ClassDataset:
     def __post_init__(self) -> None:
         if self.images.ndim != 5:
             raise ValueError(f"images must be [classes, per_class, C, H, W], got shape {tuple(self.images.shape)}")
+        if self.images.dtype != torch.uint8:
+            raise ValueError(f"images must be uint8 (0..255), got {self.images.dtype}")
         if len(self.class_names) != self.images.shape[0]:
             raise ValueError(f"{len(self.class_names)} class names for {self.images.shape[0]} classes")
 
     @classmethod
     def from_numpy(cls, images: np.ndarray, class_names: list[str], name: str = "",
                    device: str | torch.device = "cpu") -> ClassDataset:
+        """Wrap uint8 ``images [classes, per_class, C, H, W]`` and move them to ``device``."""
         return cls(torch.from_numpy(images).to(resolve_device(device)), list(class_names), name)
 
     @property
@@ -68,12 +71,6 @@ class ClassDataset:
     def to(self, device: str | torch.device) -> ClassDataset:
         return ClassDataset(self.images.to(resolve_device(device)), self.class_names, self.name)
 
-    def flat(self) -> tuple[Tensor, Tensor]:
-        """All images as float ``[classes*per_class, C, H, W]`` in [0, 1] and their class labels."""
-        x = self.images.flatten(0, 1).float().div_(255)
-        y = torch.arange(self.num_classes, device=self.device).repeat_interleave(self.per_class)
-        return x, y
-
 
 @dataclass
 class Episode:
@@ -90,14 +87,10 @@ class Episode:
     query_y: Tensor
     classes: Tensor
 
-    @property
-    def tasks(self) -> int:
-        return self.support_x.shape[0]
-
 
 def _check_positive(**counts: int) -> None:
     for name, value in counts.items():
-        if not isinstance(value, int | np.integer) or value <= 0:
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value <= 0:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 

@@ -3,8 +3,9 @@
     acc = (1/n) sum_i acc_i,     ci95 = 1.96 * std(acc_i) / sqrt(n)
 
 over n >= 600 episodes drawn from the *test* split with a fixed seed (the protocol of Finn et al. 2017
-and Snell et al. 2017). Models are evaluated in ``eval()`` mode: BatchNorm uses its running statistics
-from training, not the statistics of the test batch (non-transductive).
+and Snell et al. 2017). The library's predictors run their networks in ``eval()`` mode, so BatchNorm uses
+its running statistics from training, not the statistics of the test batch (non-transductive); a query's
+prediction never depends on the other queries.
 """
 
 from __future__ import annotations
@@ -61,6 +62,9 @@ def evaluate(predict: PredictFn, sampler: EpisodeSampler, episodes: int = 600, s
         if isinstance(preds, torch.Tensor):
             single, preds = True, {"": preds}
         for name, pred in preds.items():
+            if pred.shape != ep.query_y.shape:
+                raise ValueError(f"prediction {name!r} has shape {tuple(pred.shape)}, expected "
+                                 f"{tuple(ep.query_y.shape)} ([tasks, ways*queries] labels)")
             accs.setdefault(name, []).append((pred == ep.query_y).float().mean(1).cpu().numpy() * 100)
         done += n
     results = {}

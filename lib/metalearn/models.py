@@ -12,6 +12,7 @@ from torch import nn
 
 
 def conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
+    """conv 3x3 (padding 1) -> BatchNorm -> ReLU -> max-pool 2x2: ``[B, in, H, W] -> [B, out, H/2, W/2]``."""
     return nn.Sequential(
         nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1),
         nn.BatchNorm2d(out_channels),
@@ -54,7 +55,3 @@ def mlp(sizes: list[int], activation: type[nn.Module] = nn.ReLU) -> nn.Sequentia
             layers.append(activation())
     return nn.Sequential(*layers)
 
-
-def apply_in_chunks(model: nn.Module, x: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
-    """``model`` applied to ``x [N, ...]`` in chunks of ``chunk`` rows (bounded memory)."""
-    return torch.cat([model(x[i : i + chunk]) for i in range(0, x.shape[0], chunk)])

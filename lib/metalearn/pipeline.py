@@ -10,6 +10,7 @@ file overrides it. The executed notebook and an HTML rendering land in ``<out_di
 from __future__ import annotations
 
 import argparse
+import shutil
 from pathlib import Path
 
 import yaml
@@ -43,9 +44,17 @@ def run(notebook: str, scale: str = "study") -> Path:
         raise FileNotFoundError(f"no notebook {source.relative_to(ROOT)}")
     parameters = notebook_parameters(notebook, scale)
     out = ROOT / SCALES[scale][1] / "notebooks" / f"{notebook}.ipynb"
+    failed = out.with_suffix(".failed.ipynb")
     with atomic_path(out, suffix=".ipynb") as tmp:
-        papermill.execute_notebook(str(source), str(tmp), parameters=parameters, cwd=str(source.parent),
-                                   kernel_name="python3", progress_bar=False)
+        try:
+            papermill.execute_notebook(str(source), str(tmp), parameters=parameters, cwd=str(source.parent),
+                                       kernel_name="python3", progress_bar=False)
+        except Exception:
+            if tmp.exists():  # keep the executed cells and the traceback for the reader
+                shutil.copy(tmp, failed)
+                print(f"the failed run is in {failed.relative_to(ROOT)}")
+            raise
+    failed.unlink(missing_ok=True)
     body, _ = HTMLExporter().from_notebook_node(nbformat.read(out, as_version=4))
     with atomic_path(out.with_suffix(".html")) as tmp:
         tmp.write_text(body)

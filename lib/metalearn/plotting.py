@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import matplotlib.figure
 import seaborn as sns
 
 from .data import atomic_path
@@ -17,7 +18,7 @@ def set_style() -> None:
                                 "axes.titleweight": "bold"})
 
 
-def save_figure(fig, out_dir: Path, notebook: str, name: str) -> Path:
+def save_figure(fig: matplotlib.figure.Figure, out_dir: Path, notebook: str, name: str) -> Path:
     """Save ``fig`` as ``out_dir/figures/<notebook>/<name>.png`` (atomically) and return the path."""
     path = Path(out_dir) / "figures" / notebook / f"{name}.png"
     with atomic_path(path, suffix=".png") as tmp:

@@ -19,6 +19,7 @@ from torch import nn
 from .episodes import ClassDataset, Episode
 from .evaluate import PredictFn
 from .models import conv4_for
+from .protonet import prototype_logits
 from .train import TrainResult, train
 
 
@@ -84,16 +85,10 @@ def embed_episode(backbone: nn.Module, episode: Episode) -> tuple[torch.Tensor, 
     return f[:, :n_s], f[:, n_s:]
 
 
-def class_prototypes(features: torch.Tensor, labels: torch.Tensor, ways: int) -> torch.Tensor:
-    """c_k = mean of the support features of class k: ``[tasks, n, D], [tasks, n] -> [tasks, ways, D]``."""
-    onehot = F.one_hot(labels, ways).to(features.dtype)  # [tasks, n, ways]
-    return onehot.transpose(1, 2) @ features / onehot.sum(1)[..., None]
-
-
 def nearest_centroid(support: torch.Tensor, support_y: torch.Tensor, query: torch.Tensor,
                      ways: int) -> torch.Tensor:
-    """Label of the nearest (Euclidean) support centroid per query: ``[tasks, n_query]``."""
-    return torch.cdist(query, class_prototypes(support, support_y, ways)).argmin(-1)
+    """Label of the nearest (Euclidean) support centroid per query: ``[tasks, n_query]`` (ProtoNet's rule)."""
+    return prototype_logits(support, support_y, query, ways).argmax(-1)
 
 
 def fit_linear_head(support: torch.Tensor, support_y: torch.Tensor, query: torch.Tensor, ways: int,

@@ -32,10 +32,14 @@ def row(notebook: str, method: str, dataset: str, ways: int | None, shots: int |
         raise ValueError(f"unknown dataset {dataset!r}; choose from {sorted(DATASETS)}")
     if scale not in SCALES:
         raise ValueError(f"unknown scale {scale!r}; choose from {sorted(SCALES)}")
-    if metric in ("accuracy", "roc_auc") and not 0 <= value <= 100:
-        raise ValueError(f"{metric} is a percentage in [0, 100], got {value}")
     if not math.isfinite(value):
         raise ValueError(f"value must be finite, got {value}")
+    if metric in ("accuracy", "roc_auc") and not 0 <= value <= 100:
+        raise ValueError(f"{metric} is a percentage in [0, 100], got {value}")
+    if ci95 is not None and not (math.isfinite(ci95) and ci95 >= 0):
+        raise ValueError(f"ci95 must be a finite half-width >= 0, got {ci95}")
+    if metric == "accuracy" and scale != "smoke" and (n_test is None or n_test < 600):
+        raise ValueError(f"{scale}-scale accuracies need >= 600 test episodes, got n_test={n_test}")
     return dict(zip(COLUMNS, [notebook, method, dataset, ways, shots, metric, float(value), ci95, n_test, scale,
                               train_seconds, device, seed], strict=True))
 
@@ -53,9 +57,19 @@ def write_metrics(notebook: str, rows: list[dict], out_dir: Path, extra: dict | 
 
 def collect(metrics_dir: Path, out_csv: Path) -> pd.DataFrame:
     """Gather every ``metrics_dir/*.json`` into the tidy table ``out_csv`` (written atomically)."""
-    frames = [pd.DataFrame(json.loads(p.read_text())["rows"], columns=COLUMNS)
-              for p in sorted(Path(metrics_dir).glob("*.json"))]
-    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
+    files = sorted(Path(metrics_dir).glob("*.json"))
+    if not files:
+        raise FileNotFoundError(f"no metrics files in {metrics_dir}; run the notebooks' stages first (dvc repro)")
+    frames = []
+    for path in files:
+        rows = json.loads(path.read_text())["rows"]
+        bad = [r for r in rows if list(r) != COLUMNS or r["notebook"] != path.stem]
+        if bad:
+            raise ValueError(f"{path}: rows do not follow the results schema: {bad[:1]}")
+        frames.append(pd.DataFrame(rows, columns=COLUMNS))
+    table = pd.concat(frames, ignore_index=True)
+    for column in ("ways", "shots", "n_test", "seed"):  # integers with gaps (e.g. no n_test for a benchmark)
+        table[column] = table[column].astype("Int64")
     with atomic_path(Path(out_csv)) as tmp:
         table.to_csv(tmp, index=False)
     return table

@@ -54,8 +54,11 @@ if "__getitems__" not in SubsetTask.__dict__:
     SubsetTask.__getitems__ = lambda self, indices: [self[i] for i in indices]
 
 
-def write_omniglot_layout(root: Path, data_dir: Path | None = None) -> Path:
-    """Write our prepared Omniglot in torchmeta's layout under ``root/omniglot`` and return that folder.
+def write_omniglot_layout(root: Path | None = None, data_dir: Path | None = None) -> Path:
+    """Write our prepared Omniglot in torchmeta's layout under ``root/omniglot`` and return ``root``.
+
+    ``root`` defaults to ``<data_dir>/torchmeta``. The layout is rewritten whenever the prepared
+    Omniglot changes (``data.hdf5`` records the SHA-256 of the file it was made from).
 
     ``data.hdf5`` holds one uint8 dataset ``[20, 28, 28]`` per character (ink = 255, as torchmeta
     stores it) under ``images_background|images_evaluation/<alphabet>/<character>``; the Vinyals label
@@ -66,13 +69,18 @@ def write_omniglot_layout(root: Path, data_dir: Path | None = None) -> Path:
     import numpy as np
     from torchmeta.datasets.utils import get_asset
 
-    from .data import atomic_path, ensure_prepared
+    from .data import atomic_path, default_data_dir, ensure_prepared, file_hashes
 
-    folder = Path(root) / "omniglot"
+    root = Path(root) if root is not None else Path(data_dir or default_data_dir()) / "torchmeta"
+    folder = root / "omniglot"
+    source = ensure_prepared("omniglot", data_dir)
+    source_sha = file_hashes(source)[0]
     if (folder / "data.hdf5").exists() and all((folder / f"vinyals_{s}_labels.json").exists()
                                                for s in ("train", "val", "test")):
-        return folder
-    with np.load(ensure_prepared("omniglot", data_dir)) as z:
+        with h5py.File(folder / "data.hdf5", "r") as f:
+            if f.attrs.get("metalearn_source_sha256") == source_sha:
+                return root
+    with np.load(source) as z:
         images, chars = z["images"], z["characters"].tolist()
     groups = {}
     for split in ("train", "val", "test"):
@@ -87,12 +95,16 @@ def write_omniglot_layout(root: Path, data_dir: Path | None = None) -> Path:
     with atomic_path(folder / "data.hdf5") as tmp, h5py.File(tmp, "w") as f:
         for i, char in enumerate(chars):
             f.create_dataset(f"{groups[char]}/{char}", data=images[i])
-    return folder
+        f.attrs["metalearn_source_sha256"] = source_sha
+    return root
 
 
 def omniglot_loader(root: Path, ways: int, shots: int, queries: int, tasks: int, split: str = "train",
-                    seed: int = 0, num_workers: int = 0):
-    """torchmeta's Omniglot (Vinyals split, 28x28, rotation class augmentation) + ``BatchMetaDataLoader``."""
+                    seed: int = 0, num_workers: int = 0) -> torch.utils.data.DataLoader:
+    """torchmeta's Omniglot (Vinyals split, 28x28, rotation class augmentation) + ``BatchMetaDataLoader``.
+
+    ``root`` is the folder :func:`write_omniglot_layout` returned. Batches are dicts with ``"train"``
+    (support) and ``"test"`` (query) pairs of inputs ``[tasks, ways*shots, 1, 28, 28]`` and labels."""
     from torchmeta.datasets.helpers import omniglot
     from torchmeta.utils.data import BatchMetaDataLoader
 

@@ -70,19 +70,21 @@ def train(model: nn.Module, loss_fn: LossFn, batch_fn: BatchFn, steps: int, opti
             scheduler.load_state_dict(state["scheduler"])
         start = state["step"]
         result = TrainResult(state["history"], state["seconds"], resumed_from=start)
+        running, count = state["running"], state["count"]  # a checkpoint may fall between two log rows
+    else:
+        running, count = {}, 0
 
     def save(step: int) -> None:
         if checkpoint is None:
             return
         state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                  "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                 "step": step, "history": result.history, "seconds": result.seconds}
+                 "step": step, "history": result.history, "seconds": result.seconds,
+                 "running": running, "count": count}
         with atomic_path(Path(checkpoint)) as tmp:
             torch.save(state, tmp)
 
     model.train()
-    running: dict[str, float] = {}
-    count = 0
     t0 = time.perf_counter()
     bar = tqdm(range(start, steps), desc=desc, initial=start, total=steps, disable=not progress,
                mininterval=10.0, leave=False)
