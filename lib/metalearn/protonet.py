@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 
 def class_prototypes(features: torch.Tensor, labels: torch.Tensor, ways: int) -> torch.Tensor:
@@ -27,3 +28,18 @@ def squared_distances(query: torch.Tensor, prototypes: torch.Tensor) -> torch.Te
 def prototype_logits(support: torch.Tensor, support_y: torch.Tensor, query: torch.Tensor, ways: int) -> torch.Tensor:
     """Logits -||f(x) - c_k||^2 of each query for each class: ``[tasks, n_query, ways]``."""
     return -squared_distances(query, class_prototypes(support, support_y, ways))
+
+
+class ProtoNet(nn.Module):
+    """Prototypical Network over ``backbone`` (any module with ``feature_dim``): episode -> logits."""
+
+    def __init__(self, backbone: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor,
+                ways: int) -> torch.Tensor:
+        """-||f(x) - c_k||^2 for ``support_x [T, W*K, C, H, W]`` and ``query_x [T, W*Q, C, H, W]``: ``[T, W*Q, W]``."""
+        t, n = support_x.shape[:2]
+        z = self.backbone(torch.cat([support_x, query_x], 1).flatten(0, 1)).view(t, -1, self.backbone.feature_dim)
+        return prototype_logits(z[:, :n], support_y, z[:, n:], ways)
