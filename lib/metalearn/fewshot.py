@@ -1,0 +1,70 @@
+"""Episodic training and prediction shared by the metric-based methods.
+
+A metric-based few-shot model maps an episode to a score for every (query, class) pair,
+
+    scores = model(support_x [T, W*K, C, H, W], support_y [T, W*K], query_x [T, W*Q, C, H, W], ways) -> [T, W*Q, W]
+
+and is trained "like it is tested" (Vinyals et al. 2016): every step draws fresh C-way K-shot tasks from the
+training classes and minimises ``model.loss(scores, query_y)`` (cross-entropy unless the model says otherwise).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .episodes import Episode, EpisodeSampler
+from .evaluate import PredictFn
+from .train import TrainResult, train
+
+
+class FewShotModel(Protocol):
+    """What a metric-based model provides: ``forward`` maps an episode to scores; ``loss`` is optional
+    (cross-entropy on the scores, read as logits, when absent)."""
+
+    def __call__(self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor,
+                 ways: int) -> torch.Tensor: ...
+
+
+def episode_loss(model: FewShotModel, scores: torch.Tensor, query_y: torch.Tensor) -> torch.Tensor:
+    """``model.loss(scores, query_y)`` if the model defines one, else cross-entropy."""
+    if hasattr(model, "loss"):
+        return model.loss(scores, query_y)
+    return F.cross_entropy(scores.flatten(0, 1), query_y.flatten())
+
+
+def episode_scores(model: FewShotModel, ep: Episode) -> torch.Tensor:
+    """``model`` applied to an :class:`Episode`: scores ``[tasks, ways*queries, ways]``."""
+    return model(ep.support_x, ep.support_y, ep.query_x, ep.classes.shape[1])
+
+
+def train_episodic(model: nn.Module, sampler: EpisodeSampler, steps: int, *, tasks: int = 1,
+                   lr: float = 1e-3, halve_lr_every: int = 0, seed: int, checkpoint: Path | None = None,
+                   log_every: int = 50, progress: bool = True, desc: str = "") -> TrainResult:
+    """Adam on ``steps`` batches of ``tasks`` episodes; the learning rate halves every ``halve_lr_every``
+    steps (0: constant), as in Snell et al. (2017)."""
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.StepLR(opt, halve_lr_every, 0.5) if halve_lr_every > 0 else None
+
+    def loss_fn(m: FewShotModel, ep: Episode) -> tuple[torch.Tensor, dict[str, float]]:
+        scores = episode_scores(m, ep)
+        acc = (scores.argmax(-1) == ep.query_y).float().mean().item() * 100
+        return episode_loss(m, scores, ep.query_y), {"accuracy": acc}
+
+    return train(model, loss_fn, lambda step, g: sampler.sample(tasks, g), steps, opt, seed=seed,
+                 scheduler=sched, checkpoint=checkpoint, log_every=log_every, progress=progress,
+                 desc=desc or type(model).__name__)
+
+
+def predictor(model: nn.Module) -> PredictFn:
+    """The model's predicted query labels, in ``eval()`` mode (non-transductive BatchNorm)."""
+
+    def predict(ep: Episode) -> torch.Tensor:
+        model.eval()
+        return episode_scores(model, ep).argmax(-1)
+
+    return predict

@@ -1,0 +1,78 @@
+"""Few-shot learning with graph neural networks (Garcia & Bruna 2018).
+
+Each query forms a graph with the support set. Node features are the embedding and the label:
+
+    x_i^0 = [ f(x_i) || onehot(y_i) ]   (support),      x^0 = [ f(x_hat) || 1/ways ]   (the query: uniform label)
+
+and every layer learns its own adjacency from the current node features and mixes neighbours (a GCN layer):
+
+    A_ij^k = softmax_j( MLP(|x_i^k - x_j^k|) ),      x^{k+1} = [ x^k || rho( W [x^k, A^k x^k] ) ]
+
+(dense connections: new features are appended). A last layer of the same form outputs the query's class logits.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Adjacency(nn.Module):
+    """A_ij = softmax_j(MLP(|x_i - x_j|)) over the other nodes: ``[B, n, d] -> [B, n, n]`` (rows sum to 1)."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(dim, 2 * hidden), nn.LeakyReLU(), nn.Linear(2 * hidden, hidden),
+                                 nn.LeakyReLU(), nn.Linear(hidden, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scores = self.mlp((x[:, :, None] - x[:, None]).abs()).squeeze(-1)
+        eye = torch.eye(x.shape[1], dtype=torch.bool, device=x.device)
+        return torch.softmax(scores.masked_fill(eye, float("-inf")), dim=-1)
+
+
+class GraphConv(nn.Module):
+    """rho(W [x, A x]) with a learned adjacency: ``[B, n, d] -> [B, n, out]``."""
+
+    def __init__(self, dim: int, out: int, hidden: int, activate: bool = True) -> None:
+        super().__init__()
+        self.adjacency = Adjacency(dim, hidden)
+        self.linear = nn.Linear(2 * dim, out)
+        self.norm = nn.BatchNorm1d(out) if activate else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.linear(torch.cat([x, self.adjacency(x) @ x], -1))
+        if self.norm is None:
+            return h
+        return F.leaky_relu(self.norm(h.transpose(1, 2)).transpose(1, 2))
+
+
+class MetaGNN(nn.Module):
+    """Conv-4 embedding -> ``layers`` dense GCN layers -> query logits; one graph per query."""
+
+    def __init__(self, backbone: nn.Module, ways: int, hidden: int = 96, layers: int = 2) -> None:
+        super().__init__()
+        self.backbone, self.ways = backbone, ways
+        dim = backbone.feature_dim + ways
+        self.layers = nn.ModuleList()
+        for _ in range(layers):
+            self.layers.append(GraphConv(dim, hidden // 2, hidden))
+            dim += hidden // 2
+        self.out = GraphConv(dim, ways, hidden, activate=False)
+
+    def forward(self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor,
+                ways: int) -> torch.Tensor:
+        """Class logits of every query, each read off its own graph: ``[tasks, n_query, ways]``."""
+        if ways != self.ways:
+            raise ValueError(f"this MetaGNN was built for {self.ways}-way tasks, got {ways}-way")
+        t, n = support_x.shape[:2]
+        z = self.backbone(torch.cat([support_x, query_x], 1).flatten(0, 1)).view(t, -1, self.backbone.feature_dim)
+        m = z.shape[1] - n
+        support = torch.cat([z[:, :n], F.one_hot(support_y, ways).to(z.dtype)], -1)  # [t, n, d]
+        query = torch.cat([z[:, n:], torch.full((t, m, ways), 1.0 / ways, device=z.device)], -1)  # [t, m, d]
+        # one graph per query: the query is node 0, the support set the other n nodes
+        x = torch.cat([query[:, :, None], support[:, None].expand(-1, m, -1, -1)], 2).flatten(0, 1)
+        for layer in self.layers:
+            x = torch.cat([x, layer(x)], -1)
+        return self.out(x)[:, 0].view(t, m, ways)

@@ -1,0 +1,117 @@
+"""Metric-based methods: shapes, the slides' invariants, and a loss that falls on real Omniglot episodes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from metalearn.episodes import ClassDataset, EpisodeSampler, make_generator
+from metalearn.fewshot import episode_scores, predictor, train_episodic
+from metalearn.matching_net import MatchingNet
+from metalearn.meta_gnn import Adjacency, MetaGNN
+from metalearn.models import Conv4
+from metalearn.protonet import ProtoNet, prototype_logits
+from metalearn.relation_net import RelationNet
+from metalearn.siamese import SiameseNet, sample_pairs, train_siamese
+
+
+def _models(ways: int) -> dict[str, torch.nn.Module]:
+    torch.manual_seed(0)
+    return {"protonet": ProtoNet(Conv4()), "matching_net": MatchingNet(Conv4()),
+            "matching_net_fce": MatchingNet(Conv4(), fce=True, read_steps=3), "relation_net": RelationNet(),
+            "meta_gnn": MetaGNN(Conv4(), ways=ways), "siamese": SiameseNet(Conv4())}
+
+
+@pytest.fixture(scope="module")
+def small_omniglot(omniglot_train) -> ClassDataset:
+    return ClassDataset(omniglot_train.images[:40], omniglot_train.class_names[:40], "omniglot/40")
+
+
+@pytest.mark.parametrize("ways, shots", [(5, 1), (3, 2)])
+def test_scores_shape(small_omniglot, ways, shots):
+    ep = EpisodeSampler(small_omniglot, ways, shots, 4).sample(2, make_generator(0))
+    for name, model in _models(ways).items():
+        scores = episode_scores(model, ep)
+        assert scores.shape == (2, ways * 4, ways), name
+        assert torch.isfinite(scores).all(), name
+
+
+def test_protonet_logits_are_negative_squared_distances(small_omniglot):
+    model = ProtoNet(Conv4()).eval()
+    ep = EpisodeSampler(small_omniglot, 4, 3, 2).sample(2, make_generator(1))
+    with torch.no_grad():
+        scores = episode_scores(model, ep)
+        z_s = model.backbone(ep.support_x.flatten(0, 1)).view(2, 12, -1)
+        z_q = model.backbone(ep.query_x.flatten(0, 1)).view(2, 8, -1)
+    for t in range(2):
+        for i in range(8):
+            for k in range(4):
+                proto = z_s[t, ep.support_y[t] == k].mean(0)
+                assert scores[t, i, k].item() == pytest.approx(-((z_q[t, i] - proto) ** 2).sum().item(), rel=1e-4)
+
+
+def test_matching_attention_sums_to_one(small_omniglot):
+    ep = EpisodeSampler(small_omniglot, 5, 2, 3).sample(2, make_generator(2))
+    for model in (MatchingNet(Conv4()), MatchingNet(Conv4(), fce=True, read_steps=2)):
+        d = 64
+        s, q = torch.randn(2, 10, d), torch.randn(2, 15, d)
+        a = model.attention(s, q)
+        torch.testing.assert_close(a.sum(-1), torch.ones(2, 15))
+        if model.fce is not None:
+            g = model.fce.embed_support(s)
+            torch.testing.assert_close(model.fce.read_attention(q, g).sum(-1), torch.ones(2, 15))
+        probs = episode_scores(model, ep).exp()
+        torch.testing.assert_close(probs.sum(-1), torch.ones(2, 15), rtol=1e-4, atol=1e-4)
+
+
+def test_matching_equals_protonet_in_one_shot_not_in_k_shot():
+    """Same (squared Euclidean) distance: identical predictions with one shot, different with several."""
+    torch.manual_seed(0)
+    s1, q = torch.randn(50, 5, 8), torch.randn(50, 20, 8)
+    y1 = torch.arange(5).expand(50, -1)
+    matching = MatchingNet(Conv4(), distance="euclidean")
+    p_match = matching.attention(s1, q) @ torch.nn.functional.one_hot(y1, 5).float()
+    torch.testing.assert_close(p_match, torch.softmax(prototype_logits(s1, y1, q, 5), -1))
+    s5 = torch.randn(50, 25, 8) * 2
+    y5 = torch.arange(5).repeat_interleave(5).expand(50, -1)
+    m5 = (matching.attention(s5, q) @ torch.nn.functional.one_hot(y5, 5).float()).argmax(-1)
+    assert (m5 != prototype_logits(s5, y5, q, 5).argmax(-1)).any()
+
+
+def test_relation_scores_in_unit_interval(small_omniglot):
+    ep = EpisodeSampler(small_omniglot, 5, 5, 3).sample(2, make_generator(3))
+    scores = episode_scores(RelationNet(), ep)
+    assert scores.min() >= 0 and scores.max() <= 1
+    assert RelationNet(in_channels=3, image_size=32)(torch.rand(1, 5, 3, 32, 32), torch.arange(5)[None],
+                                                      torch.rand(1, 2, 3, 32, 32), 5).shape == (1, 2, 5)
+
+
+def test_gnn_adjacency_rows_sum_to_one_without_self_loops():
+    a = Adjacency(10, 16)(torch.randn(3, 6, 10))
+    torch.testing.assert_close(a.sum(-1), torch.ones(3, 6))
+    assert torch.all(torch.diagonal(a, dim1=1, dim2=2) == 0)
+    with pytest.raises(ValueError, match="5-way"):
+        MetaGNN(Conv4(), ways=5)(torch.rand(1, 3, 1, 28, 28), torch.arange(3)[None], torch.rand(1, 1, 1, 28, 28), 3)
+
+
+def test_siamese_pairs(small_omniglot):
+    x1, x2, same = sample_pairs(small_omniglot, 64, make_generator(0))
+    assert x1.shape == (64, 1, 28, 28) and same.sum() == 32
+    assert not torch.equal(x1[0], x2[0])  # same class, different drawings
+    with pytest.raises(ValueError, match="even"):
+        sample_pairs(small_omniglot, 3, make_generator(0))
+
+
+@pytest.mark.parametrize("name", ["protonet", "matching_net", "matching_net_fce", "relation_net", "meta_gnn"])
+def test_episodic_loss_falls(small_omniglot, name):
+    model = _models(5)[name]
+    result = train_episodic(model, EpisodeSampler(small_omniglot, 5, 1, 3), 30, tasks=4, seed=0,
+                            log_every=10, progress=False)
+    assert result.history[-1]["loss"] < result.history[0]["loss"], result.history
+    pred = predictor(model)(EpisodeSampler(small_omniglot, 5, 1, 3).sample(2, make_generator(9)))
+    assert pred.shape == (2, 15) and not model.training
+
+
+def test_siamese_loss_falls(small_omniglot):
+    model = _models(5)["siamese"]
+    result = train_siamese(model, small_omniglot, 30, batch=32, seed=0, log_every=10, progress=False)
+    assert result.history[-1]["loss"] < result.history[0]["loss"], result.history
