@@ -115,3 +115,18 @@ def test_siamese_loss_falls(small_omniglot):
     model = _models(5)["siamese"]
     result = train_siamese(model, small_omniglot, 30, batch=32, seed=0, log_every=10, progress=False)
     assert result.history[-1]["loss"] < result.history[0]["loss"], result.history
+
+
+def test_task_shift_formats(small_omniglot):
+    from metalearn.task_shift import as_cifar_format, as_omniglot_format
+
+    rgb = ClassDataset(torch.randint(0, 256, (3, 4, 3, 32, 32), dtype=torch.uint8), ["a", "b", "c"])
+    grey = as_omniglot_format(rgb)
+    assert grey.images.shape == (3, 4, 1, 28, 28) and grey.images.dtype == torch.uint8
+    white = ClassDataset(torch.full((1, 2, 3, 32, 32), 255, dtype=torch.uint8), ["w"])
+    assert as_omniglot_format(white).images.max() == 0  # white background -> no ink
+    big = as_cifar_format(small_omniglot)
+    assert big.images.shape == (40, 20, 3, 32, 32)
+    assert torch.equal(big.images[:, :, 0], big.images[:, :, 2])
+    with pytest.raises(ValueError, match="RGB"):
+        as_omniglot_format(small_omniglot)
