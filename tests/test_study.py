@@ -1,0 +1,35 @@
+"""Notebook glue: a named, resumable fit; each (model, setting) evaluated once; the paper comparison."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from metalearn.episodes import ClassDataset, EpisodeSampler
+from metalearn.evaluate import EvalResult
+from metalearn.models import Conv4
+from metalearn.protonet import ProtoNet
+from metalearn.study import Evaluator, fit, paper_comparison
+
+
+def test_fit_resumes_and_evaluator_caches(omniglot_train, omniglot_test, tmp_path):
+    small = ClassDataset(omniglot_train.images[:30], omniglot_train.class_names[:30])
+    sampler = EpisodeSampler(small, 5, 1, 2)
+    model = ProtoNet(Conv4())
+    curve, _ = fit("p", model, sampler, 6, notebook="nb", seed=0, checkpoint_dir=str(tmp_path))
+    assert list(curve["step"])[-1] == 6 and len(list(tmp_path.glob("nb-p-*.pt"))) == 1
+    again, _ = fit("p", ProtoNet(Conv4()), sampler, 6, notebook="nb", seed=0, checkpoint_dir=str(tmp_path))
+    assert again.equals(curve)  # finished checkpoint: nothing re-trained, same curve
+    calls = []
+    evaluator = Evaluator({"omniglot": omniglot_test}, {"omniglot": 4}, queries=2, seed=0)
+    original = model.forward
+    model.forward = lambda *a: calls.append(1) or original(*a)
+    first = evaluator(model, "omniglot", 5, 1)
+    assert evaluator(model, "omniglot", 5, 1) is first and len(calls) == 1
+
+
+def test_paper_comparison():
+    res = {("omniglot", 5, 1): EvalResult(97.5, 0.3, 600, np.zeros(600)),
+           ("cifar_fs", 5, 1): EvalResult(50.0, 0.8, 600, np.zeros(600))}
+    table = paper_comparison(res, {("omniglot", 5, 1): 98.8}, {("omniglot", 5): 2.0})
+    assert table.loc[0, "gap"] == 1.3 and bool(table.loc[0, "met"])
+    assert pd.isna(table.loc[1, "paper"]) and table.loc[1, "met"] is None
