@@ -130,3 +130,35 @@ def test_task_shift_formats(small_omniglot):
     assert torch.equal(big.images[:, :, 0], big.images[:, :, 2])
     with pytest.raises(ValueError, match="RGB"):
         as_omniglot_format(small_omniglot)
+
+
+def test_matching_cosine_scale_sharpens_the_paper_attention():
+    """s = 1 (cosine_scale=None) is the paper's softmax over cosines; the learned scale multiplies the cosines."""
+    torch.manual_seed(0)
+    s, q = torch.randn(3, 5, 16), torch.randn(3, 7, 16)
+    cos = torch.nn.functional.cosine_similarity(q[:, :, None], s[:, None], dim=-1)
+    plain = MatchingNet(Conv4(), cosine_scale=None)
+    assert plain.log_scale is None
+    torch.testing.assert_close(plain.attention(s, q), torch.softmax(cos, -1))
+    scaled = MatchingNet(Conv4(), cosine_scale=10.0)
+    a = scaled.attention(s, q)
+    torch.testing.assert_close(a, torch.softmax(10 * cos, -1))
+    a.max(-1).values.sum().backward()
+    assert scaled.log_scale.grad is not None and scaled.log_scale.grad.abs() > 0
+    assert MatchingNet(Conv4(), distance="euclidean").log_scale is None
+    with pytest.raises(ValueError, match="cosine_scale must be positive"):
+        MatchingNet(Conv4(), cosine_scale=0.0)
+
+
+def test_embed_support_query_splits_one_batched_call():
+    from metalearn.fewshot import embed_support_query
+
+    torch.manual_seed(0)
+    backbone = Conv4().eval()
+    sx, qx = torch.rand(2, 6, 1, 28, 28), torch.rand(2, 4, 1, 28, 28)
+    s, q = embed_support_query(backbone, sx, qx)
+    assert s.shape == (2, 6, 64) and q.shape == (2, 4, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(q[1, 3], backbone(qx[1, 3:4])[0])
+    maps, _ = embed_support_query(RelationNet().embedding.eval(), sx, qx)
+    assert maps.shape == (2, 6, 64, 5, 5)

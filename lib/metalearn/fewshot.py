@@ -30,6 +30,16 @@ class FewShotModel(Protocol):
                  ways: int) -> torch.Tensor: ...
 
 
+def embed_support_query(embed: nn.Module, support_x: torch.Tensor,
+                        query_x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """f(x) of every support and query image in one batched call of ``embed``:
+    ``[T, n, C, H, W], [T, m, C, H, W] -> [T, n, *F], [T, m, *F]`` (``F``: the embedding's shape, e.g. ``(D,)``)."""
+    t, n = support_x.shape[:2]
+    z = embed(torch.cat([support_x, query_x], 1).flatten(0, 1))
+    z = z.view(t, -1, *z.shape[1:])
+    return z[:, :n], z[:, n:]
+
+
 def episode_loss(model: FewShotModel, scores: torch.Tensor, query_y: torch.Tensor) -> torch.Tensor:
     """``model.loss(scores, query_y)`` if the model defines one, else cross-entropy."""
     if hasattr(model, "loss"):

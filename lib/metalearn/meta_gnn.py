@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .fewshot import embed_support_query
+
 
 class Adjacency(nn.Module):
     """A_ij = softmax_j(MLP(|x_i - x_j|)) over the other nodes: ``[B, n, d] -> [B, n, n]`` (rows sum to 1)."""
@@ -66,11 +68,10 @@ class MetaGNN(nn.Module):
         """Class logits of every query, each read off its own graph: ``[tasks, n_query, ways]``."""
         if ways != self.ways:
             raise ValueError(f"this MetaGNN was built for {self.ways}-way tasks, got {ways}-way")
-        t, n = support_x.shape[:2]
-        z = self.backbone(torch.cat([support_x, query_x], 1).flatten(0, 1)).view(t, -1, self.backbone.feature_dim)
-        m = z.shape[1] - n
-        support = torch.cat([z[:, :n], F.one_hot(support_y, ways).to(z.dtype)], -1)  # [t, n, d]
-        query = torch.cat([z[:, n:], torch.full((t, m, ways), 1.0 / ways, device=z.device)], -1)  # [t, m, d]
+        z_s, z_q = embed_support_query(self.backbone, support_x, query_x)
+        t, m = z_q.shape[:2]
+        support = torch.cat([z_s, F.one_hot(support_y, ways).to(z_s.dtype)], -1)  # [t, n, d]
+        query = torch.cat([z_q, torch.full((t, m, ways), 1.0 / ways, device=z_q.device)], -1)  # [t, m, d]
         # one graph per query: the query is node 0, the support set the other n nodes
         x = torch.cat([query[:, :, None], support[:, None].expand(-1, m, -1, -1)], 2).flatten(0, 1)
         for layer in self.layers:

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .fewshot import embed_support_query
+
 
 def _block(cin: int, cout: int, padding: int, pool: bool) -> nn.Sequential:
     layers: list[nn.Module] = [nn.Conv2d(cin, cout, 3, padding=padding), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
@@ -35,13 +37,10 @@ class RelationNet(nn.Module):
     def forward(self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor,
                 ways: int) -> torch.Tensor:
         """Relation scores of every (query, class) pair: ``[tasks, n_query, ways]`` in [0, 1]."""
-        t, n = support_x.shape[:2]
-        maps = self.embedding(torch.cat([support_x, query_x], 1).flatten(0, 1))
-        maps = maps.view(t, -1, *maps.shape[1:])  # [tasks, n+m, 64, s, s]
-        onehot = F.one_hot(support_y, ways).to(maps.dtype)  # [tasks, n, ways]
-        classes = torch.einsum("tnk,tncij->tkcij", onehot, maps[:, :n])  # sum over each class's shots
-        query = maps[:, n:]
-        m = query.shape[1]
+        support, query = embed_support_query(self.embedding, support_x, query_x)  # [tasks, n or m, 64, s, s]
+        onehot = F.one_hot(support_y, ways).to(support.dtype)  # [tasks, n, ways]
+        classes = torch.einsum("tnk,tncij->tkcij", onehot, support)  # sum over each class's shots
+        t, m = query.shape[:2]
         pairs = torch.cat([query[:, :, None].expand(-1, -1, ways, -1, -1, -1),
                            classes[:, None].expand(-1, m, -1, -1, -1, -1)], dim=3)
         return self.relation(pairs.flatten(0, 2)).view(t, m, ways)

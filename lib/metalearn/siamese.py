@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .episodes import ClassDataset
+from .fewshot import embed_support_query
 from .train import TrainResult, train
 
 
@@ -35,10 +36,7 @@ class SiameseNet(nn.Module):
     def forward(self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor,
                 ways: int) -> torch.Tensor:
         """Mean similarity of each query to each class's support images: ``[tasks, n_query, ways]`` in [0, 1]."""
-        t, n = support_x.shape[:2]
-        d = self.backbone.feature_dim
-        z = self.backbone(torch.cat([support_x, query_x], 1).flatten(0, 1)).view(t, -1, d)
-        support, query = z[:, :n], z[:, n:]
+        support, query = embed_support_query(self.backbone, support_x, query_x)
         sim = torch.sigmoid(self.pair_logits(query[:, :, None], support[:, None]))  # [tasks, n_query, n_support]
         onehot = F.one_hot(support_y, ways).to(sim.dtype)
         return sim @ onehot / onehot.sum(1)[:, None]
