@@ -7,7 +7,7 @@ import torch
 from metalearn.episodes import ClassDataset, EpisodeSampler, make_generator
 from metalearn.fewshot import episode_scores, predictor, train_episodic
 from metalearn.matching_net import MatchingNet
-from metalearn.meta_gnn import Adjacency, MetaGNN
+from metalearn.meta_gnn import Adjacency, GraphConv, MetaGNN
 from metalearn.models import Conv4
 from metalearn.protonet import ProtoNet, prototype_logits
 from metalearn.relation_net import RelationNet
@@ -162,3 +162,17 @@ def test_embed_support_query_splits_one_batched_call():
         torch.testing.assert_close(q[1, 3], backbone(qx[1, 3:4])[0])
     maps, _ = embed_support_query(RelationNet().embedding.eval(), sx, qx)
     assert maps.shape == (2, 6, 64, 5, 5)
+
+
+def test_gnn_first_rows_equal_the_full_layer():
+    """The last layer computes only the query node's row; it must equal that row of the full computation."""
+    torch.manual_seed(0)
+    layer = GraphConv(12, 5, 16, activate=False)
+    x = torch.randn(4, 7, 12)
+    torch.testing.assert_close(layer(x, rows=1), layer(x)[:, :1])
+    torch.testing.assert_close(layer.adjacency(x, rows=3), layer.adjacency(x)[:, :3])
+
+
+def test_siamese_rejects_an_odd_batch_before_training(small_omniglot):
+    with pytest.raises(ValueError, match="even number"):
+        train_siamese(SiameseNet(Conv4()), small_omniglot, 5, batch=7, seed=0, progress=False)

@@ -33,3 +33,21 @@ def test_paper_comparison():
     table = paper_comparison(res, {("omniglot", 5, 1): 98.8}, {("omniglot", 5): 2.0})
     assert table.loc[0, "gap"] == 1.3 and bool(table.loc[0, "met"])
     assert pd.isna(table.loc[1, "paper"]) and table.loc[1, "met"] is None
+
+
+def test_task_shift_compares_each_model_with_the_native_one(omniglot_test, cifar_splits):
+    from metalearn.models import conv4_for
+    from metalearn.study import task_shift
+    from metalearn.task_shift import as_cifar_format, as_omniglot_format
+
+    cifar = ClassDataset.from_numpy(*cifar_splits["test"], name="cifar_fs/test")
+    omni = ClassDataset(omniglot_test.images[:40], omniglot_test.class_names[:40], name="omniglot/test")
+    evaluator = Evaluator({"omniglot": omni, "cifar_fs": cifar}, {"omniglot": 3, "cifar_fs": 3}, queries=2, seed=0)
+    models = {"omniglot": ProtoNet(conv4_for((1, 28, 28))).eval(), "cifar_fs": ProtoNet(conv4_for((3, 32, 32))).eval()}
+    shifted = {"cifar_fs": as_omniglot_format(cifar), "omniglot": as_cifar_format(omni)}
+    table = task_shift(evaluator, "protonet", lambda dataset, shots: models[dataset], shifted, shots=(1,))
+    assert list(table["shift"]) == ["omniglot→cifar_fs", "cifar_fs→omniglot"]
+    for rec in table.to_dict("records"):
+        native = evaluator(models[rec["tested on"]], rec["tested on"], 5, 1).mean
+        assert rec["model trained on the test set"] == native
+        assert rec["drop"] == native - rec["shifted model"] and rec["result"].n == 3

@@ -21,16 +21,18 @@ from .fewshot import embed_support_query
 
 
 class Adjacency(nn.Module):
-    """A_ij = softmax_j(MLP(|x_i - x_j|)) over the other nodes: ``[B, n, d] -> [B, n, n]`` (rows sum to 1)."""
+    """A_ij = softmax_j(MLP(|x_i - x_j|)) over the other nodes: ``[B, n, d] -> [B, rows, n]`` (rows sum to 1);
+    ``rows`` (default: all n) limits the computation to the first rows, the nodes whose output is needed."""
 
     def __init__(self, dim: int, hidden: int) -> None:
         super().__init__()
         self.mlp = nn.Sequential(nn.Linear(dim, 2 * hidden), nn.LeakyReLU(), nn.Linear(2 * hidden, hidden),
                                  nn.LeakyReLU(), nn.Linear(hidden, 1))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        scores = self.mlp((x[:, :, None] - x[:, None]).abs()).squeeze(-1)
-        eye = torch.eye(x.shape[1], dtype=torch.bool, device=x.device)
+    def forward(self, x: torch.Tensor, rows: int | None = None) -> torch.Tensor:
+        rows = x.shape[1] if rows is None else rows
+        scores = self.mlp((x[:, :rows, None] - x[:, None]).abs()).squeeze(-1)
+        eye = torch.eye(rows, x.shape[1], dtype=torch.bool, device=x.device)
         return torch.softmax(scores.masked_fill(eye, float("-inf")), dim=-1)
 
 
@@ -43,8 +45,10 @@ class GraphConv(nn.Module):
         self.linear = nn.Linear(2 * dim, out)
         self.norm = nn.BatchNorm1d(out) if activate else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.linear(torch.cat([x, self.adjacency(x) @ x], -1))
+    def forward(self, x: torch.Tensor, rows: int | None = None) -> torch.Tensor:
+        """New features of the first ``rows`` nodes (default: all): ``[B, rows, out]``."""
+        rows = x.shape[1] if rows is None else rows
+        h = self.linear(torch.cat([x[:, :rows], self.adjacency(x, rows) @ x], -1))
         if self.norm is None:
             return h
         return F.leaky_relu(self.norm(h.transpose(1, 2)).transpose(1, 2))
@@ -63,17 +67,22 @@ class MetaGNN(nn.Module):
             dim += hidden // 2
         self.out = GraphConv(dim, ways, hidden, activate=False)
 
-    def forward(self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor,
-                ways: int) -> torch.Tensor:
-        """Class logits of every query, each read off its own graph: ``[tasks, n_query, ways]``."""
+    def graphs(self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor,
+               ways: int) -> torch.Tensor:
+        """Initial node features of one graph per query, the query as node 0 and the support set as nodes
+        1..n: ``[tasks * n_query, 1 + n, D + ways]``."""
         if ways != self.ways:
             raise ValueError(f"this MetaGNN was built for {self.ways}-way tasks, got {ways}-way")
         z_s, z_q = embed_support_query(self.backbone, support_x, query_x)
         t, m = z_q.shape[:2]
         support = torch.cat([z_s, F.one_hot(support_y, ways).to(z_s.dtype)], -1)  # [t, n, d]
         query = torch.cat([z_q, torch.full((t, m, ways), 1.0 / ways, device=z_q.device)], -1)  # [t, m, d]
-        # one graph per query: the query is node 0, the support set the other n nodes
-        x = torch.cat([query[:, :, None], support[:, None].expand(-1, m, -1, -1)], 2).flatten(0, 1)
+        return torch.cat([query[:, :, None], support[:, None].expand(-1, m, -1, -1)], 2).flatten(0, 1)
+
+    def forward(self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor,
+                ways: int) -> torch.Tensor:
+        """Class logits of every query, each read off its own graph: ``[tasks, n_query, ways]``."""
+        x = self.graphs(support_x, support_y, query_x, ways)
         for layer in self.layers:
             x = torch.cat([x, layer(x)], -1)
-        return self.out(x)[:, 0].view(t, m, ways)
+        return self.out(x, rows=1)[:, 0].view(*query_x.shape[:2], ways)  # only the query node's output is needed

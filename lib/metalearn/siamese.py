@@ -64,10 +64,14 @@ def sample_pairs(dataset: ClassDataset, batch: int, generator: torch.Generator) 
 
 
 def train_siamese(model: SiameseNet, dataset: ClassDataset, steps: int, *, batch: int = 128, lr: float = 1e-3,
-                  seed: int, checkpoint: Path | None = None, log_every: int = 50,
-                  progress: bool = True) -> TrainResult:
-    """Binary cross-entropy on same/different pairs (Adam)."""
+                  halve_lr_every: int = 0, seed: int, checkpoint: Path | None = None, log_every: int = 50,
+                  progress: bool = True, desc: str = "siamese") -> TrainResult:
+    """Binary cross-entropy on ``steps`` batches of ``batch`` same/different pairs (Adam; the learning rate
+    halves every ``halve_lr_every`` steps, 0: constant)."""
+    if batch < 2 or batch % 2:
+        raise ValueError(f"batch must be an even number >= 2, got {batch}")
     opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.StepLR(opt, halve_lr_every, 0.5) if halve_lr_every > 0 else None
 
     def loss_fn(m: SiameseNet, pairs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, dict[str, float]]:
         x1, x2, same = pairs
@@ -77,4 +81,4 @@ def train_siamese(model: SiameseNet, dataset: ClassDataset, steps: int, *, batch
         return F.binary_cross_entropy_with_logits(logits, same), {"pair_accuracy": acc}
 
     return train(model, loss_fn, lambda step, g: sample_pairs(dataset, batch, g), steps, opt, seed=seed,
-                 checkpoint=checkpoint, log_every=log_every, progress=progress, desc="siamese")
+                 scheduler=sched, checkpoint=checkpoint, log_every=log_every, progress=progress, desc=desc)

@@ -15,18 +15,23 @@ from .fewshot import predictor, train_episodic
 from .train import TrainResult, checkpoint_path
 
 
-def fit(name: str, model: nn.Module, sampler: EpisodeSampler, steps: int, *, notebook: str, seed: int,
+def fit(name: str, model: nn.Module, data: EpisodeSampler | ClassDataset, steps: int, *, notebook: str, seed: int,
         checkpoint_dir: str = "", lr: float = 1e-3, halve_lr_every: int = 0,
-        train_fn: Callable[..., TrainResult] = train_episodic) -> tuple[pd.DataFrame, float]:
-    """Train ``model`` episodically (checkpointed under ``checkpoint_dir`` when given, keyed by the
-    configuration and the library's code); return its training curve and training seconds."""
-    config = dict(name=name, ways=sampler.ways, shots=sampler.shots, queries=sampler.queries, steps=steps, lr=lr,
-                  halve_lr_every=halve_lr_every, seed=seed, model=repr(model))
+        train_fn: Callable[..., TrainResult] = train_episodic, **train_kwargs: object) -> tuple[pd.DataFrame, float]:
+    """Train ``model`` for ``steps`` steps with ``train_fn(model, data, steps, ...)`` (episodic by default;
+    ``train_kwargs`` go to ``train_fn``), checkpointed under ``checkpoint_dir`` when given, keyed by the
+    configuration and the library's code; return its training curve and training seconds."""
+    if isinstance(data, EpisodeSampler):
+        what = f"{data.dataset.name}, {data.ways}-way {data.shots}-shot {data.queries}-query episodes"
+    else:
+        what = data.name
+    config = dict(name=name, data=what, steps=steps, lr=lr, halve_lr_every=halve_lr_every, seed=seed,
+                  model=repr(model), **train_kwargs)
     ckpt = checkpoint_path(Path(checkpoint_dir), f"{notebook}-{name}", config) if checkpoint_dir else None
-    res = train_fn(model, sampler, steps, lr=lr, halve_lr_every=halve_lr_every, seed=seed, checkpoint=ckpt,
-                   log_every=max(1, steps // 40), desc=name)
-    print(f"{name}: {sampler.ways}-way {sampler.shots}-shot {sampler.queries}-query, {steps} episodes "
-          f"in {res.seconds:.0f} s" + (f" (resumed at {res.resumed_from})" if res.resumed_from else ""))
+    res = train_fn(model, data, steps, lr=lr, halve_lr_every=halve_lr_every, seed=seed, checkpoint=ckpt,
+                   log_every=max(1, steps // 40), desc=name, **train_kwargs)
+    print(f"{name}: {steps} steps on {what} in {res.seconds:.0f} s"
+          + (f" (resumed at {res.resumed_from})" if res.resumed_from else ""))
     return pd.DataFrame(res.history).assign(model=name), res.seconds
 
 
@@ -57,4 +62,21 @@ def paper_comparison(results: dict[tuple[str, int, int], EvalResult], paper: dic
         rows.append({"dataset": dataset, "setting": f"{ways}w{shots}s", "ours": f"{r.mean:.2f} ± {r.ci95:.2f}",
                      "paper": ref, "gap": gap, "allowed gap": allowed,
                      "met": None if gap is None or allowed is None else gap <= allowed})
+    return pd.DataFrame(rows)
+
+
+def task_shift(evaluate_on: Evaluator, method: str, model_for: Callable[[str, int], nn.Module],
+               shifted: dict[str, ClassDataset], shots: tuple[int, ...] = (1, 5), ways: int = 5) -> pd.DataFrame:
+    """Robustness under task shift: the model trained on one data set (``model_for(dataset, shots)``) is tested
+    on the other data set's test classes in its own format (``shifted[evaluated_on]``), and compared with the model
+    trained on the test tasks' own data set. One row per (shift, shots), with the :class:`EvalResult` of each."""
+    rows = []
+    for trained_on, evaluated_on in (("omniglot", "cifar_fs"), ("cifar_fs", "omniglot")):
+        for k in shots:
+            r = evaluate_on(model_for(trained_on, k), evaluated_on, ways, k, test_data=shifted[evaluated_on])
+            native = evaluate_on(model_for(evaluated_on, k), evaluated_on, ways, k)
+            rows.append({"method": method, "trained on": trained_on, "tested on": evaluated_on, "ways": ways,
+                         "shots": k, "setting": f"{ways}w{k}s", "shift": f"{trained_on}→{evaluated_on}",
+                         "model trained on the test set": native.mean, "shifted model": r.mean, "ci95": r.ci95,
+                         "drop": native.mean - r.mean, "result": r})
     return pd.DataFrame(rows)
