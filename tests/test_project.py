@@ -67,3 +67,12 @@ def test_bad_scale_and_section():
         notebook_parameters("00_background", "huge")
     with pytest.raises(ValueError, match="no section"):
         notebook_parameters("99_missing", "study")
+
+
+def test_no_temporary_or_failed_outputs_are_tracked():
+    """Atomic writes and failed papermill runs leave `.<name>.tmp*` / `*.failed.ipynb` files; none may be committed."""
+    import subprocess
+
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    bad = [f for f in tracked if re.search(r"(^|/)\.[^/]*\.tmp(\.|$)|\.failed\.ipynb$", f)]
+    assert not bad, f"temporary files are tracked: {bad}"
