@@ -8,7 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from metalearn.episodes import Episode, make_generator
+from metalearn.fast_maml import batched_meta_loss
 from metalearn.maml import Adapted, adapt, head_names, meta_loss, parameters, train_maml
+from metalearn.maml_benchmark import check_gradients, compare
 from metalearn.models import conv4_for
 from metalearn.pretrain import Classifier
 from metalearn.regression import SinusoidSampler, adapted_mse, sinusoid_mlp
@@ -204,3 +206,51 @@ def test_reptile_learns_an_initialisation_that_adapts_on_sinusoids() -> None:
                   loss_fn=F.mse_loss, seed=0, progress=False)
     after = adapted_mse(model, 10, (5,), inner_lr=0.02, tasks=100)[5][0]
     assert after < 0.5 * before
+
+
+@pytest.mark.parametrize("inner_steps, first_order, anil", [(1, False, False), (2, False, False), (2, True, False),
+                                                            (2, False, True)])
+def test_task_batched_step_equals_the_per_task_loop(inner_steps: int, first_order: bool, anil: bool) -> None:
+    """Grouped convolutions and per-(task, channel) BatchNorm give the loop's meta-gradients (float64), and the
+    tasks' average running statistics."""
+    model, ep = conv_net(), episode(6)
+    kw = dict(inner_steps=inner_steps, inner_lr=0.4, first_order=first_order, names=head_names(model) if anil else None)
+    loop_model = copy.deepcopy(model)
+    want = ours(loop_model, ep, **kw)
+    model.zero_grad()
+    loss, out = batched_meta_loss(model, ep, **kw)
+    loss.backward()
+    assert out.shape == (TASKS, WAYS * QUERIES, WAYS)
+    assert max_rel_error({n: p.grad for n, p in model.named_parameters()}, want) < 1e-10
+    bn, loop_bn = model.backbone.blocks[0][1], loop_model.backbone.blocks[0][1]
+    assert bn.num_batches_tracked == (inner_steps + 1) and not torch.equal(bn.running_mean, loop_bn.running_mean)
+
+
+def test_task_batched_step_on_an_mlp_and_an_unsupported_layer() -> None:
+    torch.manual_seed(0)
+    model = sinusoid_mlp().double()
+    batch = SinusoidSampler(5, 7).sample(3, make_generator(0))
+    batch = type(batch)(*(v.double() for v in vars(batch).values()))
+    kw = dict(inner_steps=2, inner_lr=0.01, loss_fn=F.mse_loss)
+    want = ours(model, batch, **kw)
+    model.zero_grad()
+    batched_meta_loss(model, batch, **kw)[0].backward()
+    assert max_rel_error({n: p.grad for n, p in model.named_parameters()}, want) < 1e-10
+    with pytest.raises(ValueError, match="LSTM"):
+        batched_meta_loss(nn.Sequential(nn.LSTM(1, 4)), batch, **kw)
+
+
+@pytest.mark.parametrize("inner_steps", [1, 2])
+def test_benchmarked_implementations_compute_the_same_meta_gradient(omniglot_train, inner_steps: int) -> None:
+    """torchmeta's MetaModule, higher's innerloop_ctx and both lib steps agree in float64 on real Omniglot tasks."""
+    errors = check_gradients(omniglot_train, inner_steps, tasks=2)
+    assert set(errors) == {"lib", "lib batched", "torchmeta", "higher"}
+    assert max(errors.values()) < 1e-10
+
+
+def test_benchmark_reports_every_implementation_and_refuses_bad_settings(omniglot_train) -> None:
+    df = compare(omniglot_train, tasks=(2,), inner_steps=(1,), rounds=1, warmup=0)
+    assert sorted(df.implementation) == ["higher", "lib", "lib batched", "torchmeta"]
+    assert (df.seconds_per_step > 0).all() and df.speedup_vs_fastest_library.notna().all()
+    with pytest.raises(ValueError, match="rounds"):
+        compare(omniglot_train, rounds=0)
