@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from metalearn.episodes import Episode, make_generator
-from metalearn.fast_maml import batched_meta_loss
+from metalearn.fast_maml import batched_meta_loss, parallel_meta_loss
 from metalearn.maml import Adapted, adapt, head_names, meta_loss, parameters, train_maml
 from metalearn.maml_benchmark import check_gradients, compare
 from metalearn.models import conv4_for
@@ -179,7 +179,8 @@ def test_adapted_is_non_transductive_and_leaves_the_model_unchanged() -> None:
 
 
 @pytest.mark.parametrize("bad, match", [(dict(inner_steps=-1), "inner_steps"), (dict(inner_lr=0.0), "inner_lr"),
-                                        (dict(names=["head.nope"]), "head.nope")])
+                                        (dict(names=["head.nope"]), "head.nope"),
+                                        (dict(meta_step="vmap"), "meta_step")])
 def test_bad_inner_loop_settings_are_refused_before_training(bad: dict, match: str) -> None:
     kw = dict(inner_steps=1, inner_lr=0.4) | bad
     with pytest.raises(ValueError, match=match):
@@ -192,7 +193,7 @@ def test_maml_learns_to_adapt_on_sinusoids() -> None:
     model = sinusoid_mlp()
     before = adapted_mse(model, 5, (1,), tasks=100)[1][0]
     res = train_maml(model, SinusoidSampler(10, 10), 1000, tasks=5, inner_steps=1, inner_lr=0.01, lr=3e-3,
-                     loss_fn=F.mse_loss, seed=0, progress=False)
+                     regression=True, seed=0, progress=False)
     after = adapted_mse(model, 5, (1,), tasks=100)[1][0]
     assert res.history[-1]["loss"] < res.history[0]["loss"]
     assert after < 0.7 * before
@@ -203,7 +204,7 @@ def test_reptile_learns_an_initialisation_that_adapts_on_sinusoids() -> None:
     model = sinusoid_mlp()
     before = adapted_mse(model, 10, (5,), inner_lr=0.02, tasks=100)[5][0]
     train_reptile(model, SinusoidSampler(10, 10), 1000, tasks=5, inner_steps=5, inner_lr=0.02, lr=1.0,
-                  loss_fn=F.mse_loss, seed=0, progress=False)
+                  regression=True, seed=0, progress=False)
     after = adapted_mse(model, 10, (5,), inner_lr=0.02, tasks=100)[5][0]
     assert after < 0.5 * before
 
@@ -242,15 +243,30 @@ def test_task_batched_step_on_an_mlp_and_an_unsupported_layer() -> None:
 
 @pytest.mark.parametrize("inner_steps", [1, 2])
 def test_benchmarked_implementations_compute_the_same_meta_gradient(omniglot_train, inner_steps: int) -> None:
-    """torchmeta's MetaModule, higher's innerloop_ctx and both lib steps agree in float64 on real Omniglot tasks."""
+    """torchmeta's MetaModule, higher's innerloop_ctx and the three lib steps agree in float64 on real Omniglot tasks."""
     errors = check_gradients(omniglot_train, inner_steps, tasks=2)
-    assert set(errors) == {"lib", "lib batched", "torchmeta", "higher"}
+    assert set(errors) == {"lib", "lib batched", "lib parallel", "torchmeta", "higher"}
     assert max(errors.values()) < 1e-10
 
 
 def test_benchmark_reports_every_implementation_and_refuses_bad_settings(omniglot_train) -> None:
     df = compare(omniglot_train, tasks=(2,), inner_steps=(1,), rounds=1, warmup=0)
-    assert sorted(df.implementation) == ["higher", "lib", "lib batched", "torchmeta"]
+    assert sorted(df.implementation) == ["higher", "lib", "lib batched", "lib parallel", "torchmeta"]
     assert (df.seconds_per_step > 0).all() and df.speedup_vs_fastest_library.notna().all()
     with pytest.raises(ValueError, match="rounds"):
         compare(omniglot_train, rounds=0)
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_task_parallel_step_equals_the_per_task_loop(workers: int) -> None:
+    model, ep = conv_net(), episode(8)
+    kw = dict(inner_steps=2, inner_lr=0.4)
+    want = ours(copy.deepcopy(model), ep, **kw)
+    threads = torch.get_num_threads()
+    model.zero_grad()
+    loss, out = parallel_meta_loss(model, ep, workers=workers, **kw)
+    loss.backward()
+    assert torch.get_num_threads() == threads
+    assert out.shape == (TASKS, WAYS * QUERIES, WAYS)
+    torch.testing.assert_close(loss, meta_loss(copy.deepcopy(model), ep, **kw)[0], rtol=1e-12, atol=0)
+    assert max_rel_error({n: p.grad for n, p in model.named_parameters()}, want) < 1e-10

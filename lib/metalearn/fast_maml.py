@@ -17,11 +17,15 @@ Conv-4 classifiers and MLPs.
 
 from __future__ import annotations
 
+import copy
+from concurrent.futures import ThreadPoolExecutor
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.func import functional_call
 
-from .maml import LossFn, Params, Tasks, check_inner_loop
+from .maml import LossFn, Params, Tasks, adapt, check_inner_loop
 
 _SUPPORTED = (nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.MaxPool2d, nn.Linear)
 
@@ -88,3 +92,57 @@ def batched_meta_loss(model: nn.Module, tasks: Tasks, *, inner_steps: int, inner
         params = {**params, **{n: params[n] - inner_lr * g for n, g in zip(names, grads, strict=True)}}
     out = batched_forward(model, params, tasks.query_x)
     return task_losses(out, tasks.query_y) / t, out
+
+
+def parallel_meta_loss(model: nn.Module, tasks: Tasks, *, inner_steps: int, inner_lr: float,
+                       first_order: bool = False, names: list[str] | None = None, loss_fn: LossFn = F.cross_entropy,
+                       workers: int = 2) -> tuple[Tensor, Tensor]:
+    """The meta-batch split over ``workers`` threads, each running its tasks with one intra-op thread.
+
+    A CPU splits each operation of one small task over its cores badly (too little work per operation); running
+    whole tasks side by side keeps every core busy. Each worker has its own copy of the module (``functional_call``
+    swaps a module's tensors while it runs, so it must not be shared between threads) and of BatchNorm's running
+    statistics (averaged into the model's afterwards), and returns its tasks' meta-gradient; the gradients are summed
+    in a fixed order, so the result does not depend on thread timing. Returns a loss whose value is the meta-loss
+    and whose gradient is the meta-gradient, and the query outputs ``[T, m, ...]``.
+    """
+    names = check_inner_loop(model, inner_steps, inner_lr, names)
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    t = len(tasks.support_x)
+    theta = dict(model.named_parameters())
+    chunks = [c.tolist() for c in torch.arange(t).tensor_split(min(workers, t))]
+
+    def run(indices: list[int]) -> tuple[Tensor, list[Tensor | None], Tensor, Params]:
+        replica = copy.deepcopy(model)
+        buffers = {n: b.clone() for n, b in model.named_buffers()}
+        losses, outputs = [], []
+        for i in indices:
+            adapted = adapt(replica, theta, tasks.support_x[i], tasks.support_y[i], steps=inner_steps,
+                            inner_lr=inner_lr, first_order=first_order, names=names, loss_fn=loss_fn, buffers=buffers)
+            out = functional_call(replica, {**adapted, **buffers}, (tasks.query_x[i],))
+            losses.append(loss_fn(out, tasks.query_y[i]))
+            outputs.append(out.detach())
+        total = torch.stack(losses).sum() / t
+        grads = torch.autograd.grad(total, list(theta.values()), allow_unused=True)
+        return total.detach(), list(grads), torch.stack(outputs), buffers
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(len(chunks)) as pool:
+            results = list(pool.map(run, chunks))
+    finally:
+        torch.set_num_threads(threads)
+    with torch.no_grad():
+        for n, b in model.named_buffers():
+            if b.is_floating_point():
+                b.copy_(torch.stack([r[3][n] for r in results]).mean(0))
+            else:
+                b.copy_(max(r[3][n] for r in results))
+    loss = sum(r[0] for r in results)
+    for j, p in enumerate(theta.values()):
+        g = [r[1][j] for r in results if r[1][j] is not None]
+        if g:
+            loss = loss + ((p - p.detach()) * sum(g)).sum()  # value unchanged; gradient = the meta-gradient
+    return loss, torch.cat([r[2] for r in results])

@@ -119,17 +119,31 @@ def query_metrics(outputs: Tensor, query_y: Tensor) -> dict[str, float]:
     return {}
 
 
+META_STEPS = ("loop", "batched", "parallel")
+
+
 def train_maml(model: nn.Module, sampler: TaskSampler, steps: int, *, tasks: int = 4, inner_steps: int = 1,
                inner_lr: float = 0.4, first_order: bool = False, names: list[str] | None = None, lr: float = 1e-3,
-               halve_lr_every: int = 0, loss_fn: LossFn = F.cross_entropy, seed: int, checkpoint: Path | None = None,
-               log_every: int = 50, progress: bool = True, desc: str = "maml",
-               meta_loss_fn: Callable[..., tuple[Tensor, Tensor]] = meta_loss) -> TrainResult:
+               halve_lr_every: int = 0, regression: bool = False, meta_step: str = "loop", seed: int,
+               checkpoint: Path | None = None, log_every: int = 50, progress: bool = True,
+               desc: str = "maml") -> TrainResult:
     """Meta-train ``model`` for ``steps`` outer steps (Adam, step size ``lr``, halved every ``halve_lr_every``
-    steps; 0: constant) on batches of ``tasks`` tasks. ``first_order`` gives FOMAML, ``names=head_names(model)``
-    ANIL, ``inner_steps=0`` plain joint training on the query sets (the pre-trained baseline)."""
+    steps; 0: constant) on batches of ``tasks`` tasks, with cross-entropy (MSE if ``regression``).
+
+    ``first_order`` gives FOMAML, ``names=head_names(model)`` ANIL, ``inner_steps=0`` plain joint training on the
+    query sets (the pre-trained baseline). ``meta_step`` picks how the meta-batch is computed, all with the same
+    gradients: "loop" (:func:`meta_loss`), "batched" or "parallel" (:mod:`metalearn.fast_maml`).
+    """
     names = check_inner_loop(model, inner_steps, inner_lr, names)
     if tasks < 1:
         raise ValueError(f"tasks must be >= 1, got {tasks}")
+    if meta_step not in META_STEPS:
+        raise ValueError(f"meta_step must be one of {META_STEPS}, got {meta_step!r}")
+    from . import fast_maml  # imports this module
+
+    meta_loss_fn = {"loop": meta_loss, "batched": fast_maml.batched_meta_loss,
+                    "parallel": fast_maml.parallel_meta_loss}[meta_step]
+    loss_fn = F.mse_loss if regression else F.cross_entropy
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.StepLR(opt, halve_lr_every, 0.5) if halve_lr_every > 0 else None
 

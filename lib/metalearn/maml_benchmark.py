@@ -1,7 +1,8 @@
-"""How fast is one MAML meta-step? The same second-order step written four ways, timed side by side:
+"""How fast is one MAML meta-step? The same second-order step written five ways, timed side by side:
 
     lib          ``maml.meta_loss``: a loop over tasks with ``torch.func.functional_call``
     lib batched  ``fast_maml.batched_meta_loss``: every task in one grouped-convolution pass per layer
+    lib parallel ``fast_maml.parallel_meta_loss``: the tasks split over two threads (one core each)
     torchmeta    ``MetaModule`` layers and ``gradient_update_parameters`` (torchmeta 1.8.0)
     higher       ``higher.innerloop_ctx`` with a differentiable SGD (higher 0.2.1)
 
@@ -27,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .episodes import ClassDataset, Episode, EpisodeSampler, make_generator
-from .fast_maml import batched_meta_loss
+from .fast_maml import batched_meta_loss, parallel_meta_loss
 from .maml import meta_loss
 from .models import conv4_for
 from .pretrain import Classifier
@@ -35,8 +36,10 @@ from .pretrain import Classifier
 Step = Callable[[Episode], dict[str, torch.Tensor]]  # one meta-step: episode -> meta-gradients by parameter name
 
 
-def lib_step(model: nn.Module, inner_steps: int, inner_lr: float, batched: bool = False) -> Step:
-    loss_fn = batched_meta_loss if batched else meta_loss
+def lib_step(model: nn.Module, inner_steps: int, inner_lr: float, variant: str = "loop") -> Step:
+    """The lib's meta-step: ``variant`` "loop" (one task at a time), "batched" (all tasks in one pass per layer)
+    or "parallel" (tasks split over two threads)."""
+    loss_fn = {"loop": meta_loss, "batched": batched_meta_loss, "parallel": parallel_meta_loss}[variant]
 
     def step(ep: Episode) -> dict[str, torch.Tensor]:
         model.zero_grad(set_to_none=True)
@@ -99,7 +102,8 @@ def higher_step(model: nn.Module, inner_steps: int, inner_lr: float) -> Step:
     return step
 
 
-IMPLEMENTATIONS = {"lib": lambda m, k, a: lib_step(m, k, a), "lib batched": lambda m, k, a: lib_step(m, k, a, True),
+IMPLEMENTATIONS = {"lib": lib_step, "lib batched": lambda m, k, a: lib_step(m, k, a, "batched"),
+                   "lib parallel": lambda m, k, a: lib_step(m, k, a, "parallel"),
                    "torchmeta": torchmeta_step, "higher": higher_step}
 
 
