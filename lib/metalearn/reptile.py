@@ -1,0 +1,68 @@
+"""Reptile (Nichol, Achiam & Schulman 2018): meta-learning without second derivatives.
+
+For each task τ of a batch of n, run k steps of SGD on its data from θ:  θ̃_τ = U^k_τ(θ); then move θ towards
+the adapted weights:
+    θ ← θ + ε (1/n) Σ_τ (θ̃_τ − θ)
+With k = 1, θ̃_τ − θ = −α ∇L_τ(θ): the Reptile direction is (−α times) the gradient of the expected loss, i.e.
+joint (multi-task) training. With k > 1 it is not: its Taylor expansion adds terms that increase the inner product
+of gradients of different batches of the same task, which is what makes the initialisation adapt quickly.
+
+The outer update is run by an ordinary optimizer on a surrogate loss whose gradient is θ − θ̃ (its value is the
+tasks' loss at θ): plain SGD with step size ε then performs exactly θ ← θ + ε(θ̃ − θ).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .maml import LossFn, Params, Tasks, TaskSampler, adapt, check_inner_loop
+from .train import TrainResult, train
+
+
+def reptile_direction(model: nn.Module, tasks: Tasks, *, inner_steps: int, inner_lr: float,
+                      loss_fn: LossFn = F.cross_entropy) -> tuple[Params, Tensor]:
+    """(1/n) Σ_τ (θ̃_τ − θ) over the batch's tasks, each adapted by ``inner_steps`` full-batch SGD steps on all its
+    examples (support and query together: Reptile has no query set), and the mean inner-loop loss at θ."""
+    theta = {n: p.detach().requires_grad_() for n, p in model.named_parameters()}
+    step = {n: torch.zeros_like(p) for n, p in theta.items()}
+    first_losses = []
+    for sx, sy, qx, qy in zip(tasks.support_x, tasks.support_y, tasks.query_x, tasks.query_y, strict=True):
+        x, y = torch.cat([sx, qx]), torch.cat([sy, qy])
+        with torch.no_grad():
+            first_losses.append(loss_fn(torch.func.functional_call(model, theta, (x,)), y))
+        adapted = adapt(model, theta, x, y, steps=inner_steps, inner_lr=inner_lr, first_order=True, loss_fn=loss_fn)
+        for n in step:
+            step[n] += (adapted[n] - theta[n]).detach()
+    return {n: s / len(first_losses) for n, s in step.items()}, torch.stack(first_losses).mean()
+
+
+def train_reptile(model: nn.Module, sampler: TaskSampler, steps: int, *, tasks: int = 5, inner_steps: int = 5,
+                  inner_lr: float = 1e-3, lr: float = 1.0, anneal: bool = True, halve_lr_every: int = 0,
+                  regression: bool = False, seed: int, checkpoint: Path | None = None, log_every: int = 50,
+                  progress: bool = True, desc: str = "reptile") -> TrainResult:
+    """``steps`` Reptile updates θ ← θ + ε (1/n) Σ (θ̃ − θ) on batches of ``tasks`` tasks (cross-entropy, MSE if
+    ``regression``); ε = ``lr``, annealed linearly to 0 when ``anneal`` (as in Nichol et al.), else halved every
+    ``halve_lr_every`` steps (0: constant)."""
+    check_inner_loop(model, inner_steps, inner_lr, None)
+    if inner_steps < 1:
+        raise ValueError("Reptile needs inner_steps >= 1 (with 0 it does not move)")
+    loss_fn = F.mse_loss if regression else F.cross_entropy
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    if anneal:
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 1 - t / max(steps, 1))
+    else:
+        sched = torch.optim.lr_scheduler.StepLR(opt, halve_lr_every, 0.5) if halve_lr_every > 0 else None
+
+    def step_loss(m: nn.Module, batch: Any) -> tuple[Tensor, dict[str, float]]:
+        direction, task_loss = reptile_direction(m, batch, inner_steps=inner_steps, inner_lr=inner_lr, loss_fn=loss_fn)
+        # value: the tasks' loss at θ (what the curve shows); gradient: θ − θ̃
+        surrogate = task_loss + sum(((p - p.detach()) * -direction[n]).sum() for n, p in m.named_parameters())
+        return surrogate, {}
+
+    return train(model, step_loss, lambda step, g: sampler.sample(tasks, g), steps, opt, seed=seed, scheduler=sched,
+                 checkpoint=checkpoint, log_every=log_every, progress=progress, desc=desc)

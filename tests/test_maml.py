@@ -1,0 +1,272 @@
+"""MAML, FOMAML, ANIL and Reptile: meta-gradients against independent references in float64."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from metalearn.episodes import Episode, make_generator
+from metalearn.fast_maml import batched_meta_loss, parallel_meta_loss
+from metalearn.maml import Adapted, adapt, head_names, meta_loss, parameters, train_maml
+from metalearn.maml_benchmark import check_gradients, compare
+from metalearn.models import conv4_for
+from metalearn.pretrain import Classifier
+from metalearn.regression import SinusoidSampler, adapted_mse, sinusoid_mlp
+from metalearn.reptile import reptile_direction, train_reptile
+from torch import nn
+from torch.func import functional_call
+
+WAYS, SHOTS, QUERIES, TASKS = 5, 1, 3, 2
+
+
+def conv_net() -> nn.Module:
+    """A small Conv-4 (8 filters, BatchNorm) with a 5-way head, in float64."""
+    torch.manual_seed(0)
+    return Classifier(conv4_for((1, 28, 28), hidden=8), WAYS).double()
+
+
+def episode(seed: int = 0) -> Episode:
+    """Random float64 images (every pixel noisy, so no ReLU or max-pool sits on a tie) in 5-way 1-shot tasks."""
+    g = make_generator(seed)
+    labels = torch.arange(WAYS)
+    return Episode(support_x=torch.rand(TASKS, WAYS * SHOTS, 1, 28, 28, generator=g, dtype=torch.float64),
+                   support_y=labels.repeat_interleave(SHOTS).expand(TASKS, -1),
+                   query_x=torch.rand(TASKS, WAYS * QUERIES, 1, 28, 28, generator=g, dtype=torch.float64),
+                   query_y=labels.repeat_interleave(QUERIES).expand(TASKS, -1),
+                   classes=labels.expand(TASKS, -1))
+
+
+def ours(model: nn.Module, ep: Episode, **kw: object) -> dict[str, torch.Tensor]:
+    model.zero_grad()
+    loss, _ = meta_loss(model, ep, **kw)
+    loss.backward()
+    return {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+def without_running_stats(model: nn.Module) -> nn.Module:
+    """A copy whose BatchNorm layers keep no running statistics (same train-mode outputs; torch.func-friendly)."""
+    model = copy.deepcopy(model)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.track_running_stats, m.running_mean, m.running_var, m.num_batches_tracked = False, None, None, None
+    return model
+
+
+def reference(model: nn.Module, ep: Episode, inner_steps: int, inner_lr: float) -> dict[str, torch.Tensor]:
+    """The second-order meta-gradient written independently with torch.func.grad (a grad of a grad)."""
+    model = without_running_stats(model)
+
+    def task_loss(params: dict, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(functional_call(model, params, (x,)), y)
+
+    def outer(theta: dict) -> torch.Tensor:
+        total = 0.0
+        for t in range(TASKS):
+            p = theta
+            for _ in range(inner_steps):
+                g = torch.func.grad(task_loss)(p, ep.support_x[t], ep.support_y[t])
+                p = {n: p[n] - inner_lr * g[n] for n in p}
+            total = total + task_loss(p, ep.query_x[t], ep.query_y[t])
+        return total / TASKS
+
+    return torch.func.grad(outer)({n: p.detach() for n, p in model.named_parameters()})
+
+
+def max_rel_error(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    num = max((a[n] - b[n]).abs().max().item() for n in a)
+    return num / max(b[n].abs().max().item() for n in b)
+
+
+@pytest.mark.parametrize("inner_steps", [1, 2])
+def test_second_order_meta_gradient_equals_a_torch_func_reference(inner_steps: int) -> None:
+    model, ep = conv_net(), episode()
+    got = ours(model, ep, inner_steps=inner_steps, inner_lr=0.4)
+    want = reference(model, ep, inner_steps, 0.4)
+    assert max_rel_error(got, want) < 1e-6
+
+
+def test_second_order_meta_gradient_matches_finite_differences() -> None:
+    model, ep = conv_net(), episode(1)
+    grads = ours(model, ep, inner_steps=1, inner_lr=0.4)
+    g = make_generator(7)
+    direction = {n: torch.randn(p.shape, generator=g, dtype=torch.float64) for n, p in model.named_parameters()}
+    norm = sum(d.pow(2).sum() for d in direction.values()).sqrt()
+    direction = {n: d / norm for n, d in direction.items()}
+
+    def loss_at(eps: float) -> float:
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                p.add_(eps * direction[n])
+        loss = meta_loss(model, ep, inner_steps=1, inner_lr=0.4)[0].item()
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                p.sub_(eps * direction[n])
+        return loss
+
+    eps = 1e-6
+    numeric = (loss_at(eps) - loss_at(-eps)) / (2 * eps)
+    analytic = sum((grads[n] * direction[n]).sum() for n in grads).item()
+    assert abs(numeric - analytic) <= 1e-6 * abs(analytic)
+
+
+def test_fomaml_is_maml_without_the_hessian_term() -> None:
+    """One inner step: ∇_θ L_Q(θ') = (I − α H_S(θ)) g', g' = ∇L_Q at θ'. FOMAML keeps g' and drops −α H_S g'."""
+    model, ep, lr = conv_net(), episode(2), 0.4
+    maml = ours(model, ep, inner_steps=1, inner_lr=lr)
+    fomaml = ours(model, ep, inner_steps=1, inner_lr=lr, first_order=True)
+    theta = parameters(model)
+    query_grad, hessian_term = {n: 0.0 for n in theta}, {n: 0.0 for n in theta}
+    for t in range(TASKS):
+        adapted = adapt(model, theta, ep.support_x[t], ep.support_y[t], steps=1, inner_lr=lr, first_order=True)
+        adapted = {n: p.detach().requires_grad_() for n, p in adapted.items()}
+        q_loss = F.cross_entropy(functional_call(model, adapted, (ep.query_x[t],)), ep.query_y[t])
+        g_prime = dict(zip(adapted, torch.autograd.grad(q_loss, list(adapted.values())), strict=True))
+        s_loss = F.cross_entropy(functional_call(model, theta, (ep.support_x[t],)), ep.support_y[t])
+        s_grad = torch.autograd.grad(s_loss, list(theta.values()), create_graph=True)
+        hvp = torch.autograd.grad(sum((g * g_prime[n]).sum() for n, g in zip(theta, s_grad, strict=True)),
+                                  list(theta.values()))
+        for (n, h) in zip(theta, hvp, strict=True):
+            query_grad[n] = query_grad[n] + g_prime[n] / TASKS
+            hessian_term[n] = hessian_term[n] - lr * h / TASKS
+    assert max_rel_error(fomaml, query_grad) < 1e-10
+    assert max_rel_error({n: maml[n] - fomaml[n] for n in maml}, hessian_term) < 1e-6
+    assert max(hessian_term[n].abs().max().item() for n in theta) > 1e-3  # the dropped term is not negligible
+
+
+def test_anil_adapts_only_the_head_and_still_meta_learns_the_body() -> None:
+    model, ep = conv_net(), episode(3)
+    head = head_names(model)
+    assert head == ["head.weight", "head.bias"]
+    theta = parameters(model)
+    adapted = adapt(model, theta, ep.support_x[0], ep.support_y[0], steps=2, inner_lr=0.4, names=head)
+    assert all(adapted[n] is theta[n] for n in theta if n not in head)
+    assert all(not torch.equal(adapted[n], theta[n]) for n in head)
+    grads = ours(model, ep, inner_steps=1, inner_lr=0.4, names=head)
+    assert grads["backbone.blocks.0.0.weight"].abs().max() > 0
+
+
+def test_reptile_with_one_step_is_joint_training() -> None:
+    """k = 1: (1/n) Σ (θ̃ − θ) = −α ∇ (1/n) Σ L_τ(θ), the gradient of the expected loss; k > 1 differs."""
+    model, ep, lr = conv_net(), episode(4), 0.1
+    direction, _ = reptile_direction(model, ep, inner_steps=1, inner_lr=lr)
+    joint = sum(F.cross_entropy(model(torch.cat([ep.support_x[t], ep.query_x[t]])),
+                                torch.cat([ep.support_y[t], ep.query_y[t]])) for t in range(TASKS)) / TASKS
+    want = dict(zip(parameters(model), torch.autograd.grad(joint, list(model.parameters())), strict=True))
+    assert max_rel_error(direction, {n: -lr * g for n, g in want.items()}) < 1e-6
+    two, _ = reptile_direction(model, ep, inner_steps=2, inner_lr=lr)
+    assert max_rel_error(two, {n: -2 * lr * g for n, g in want.items()}) > 1e-3
+
+
+def test_adapted_is_non_transductive_and_leaves_the_model_unchanged() -> None:
+    model, ep = conv_net(), episode(5)
+    model.train()
+    for _ in range(3):  # give BatchNorm running statistics that differ from any one batch
+        model(ep.query_x[0])
+    before = copy.deepcopy(model.state_dict())
+    learner = Adapted(model, inner_steps=2, inner_lr=0.4).eval()
+    logits = learner(ep.support_x, ep.support_y, ep.query_x, WAYS)
+    assert logits.shape == (TASKS, WAYS * QUERIES, WAYS)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    noisy = ep.query_x.clone()
+    noisy[:, 1:] = torch.rand_like(noisy[:, 1:])  # other queries change; the first query's logits must not
+    torch.testing.assert_close(learner(ep.support_x, ep.support_y, noisy, WAYS)[:, 0], logits[:, 0])
+    transductive = Adapted(model, inner_steps=2, inner_lr=0.4, transductive=True)
+    assert not torch.allclose(transductive(ep.support_x, ep.support_y, ep.query_x, WAYS), logits)
+    with pytest.raises(ValueError, match="20-way"):
+        learner(ep.support_x, ep.support_y, ep.query_x, 20)
+
+
+@pytest.mark.parametrize("bad, match", [(dict(inner_steps=-1), "inner_steps"), (dict(inner_lr=0.0), "inner_lr"),
+                                        (dict(names=["head.nope"]), "head.nope"),
+                                        (dict(meta_step="vmap"), "meta_step")])
+def test_bad_inner_loop_settings_are_refused_before_training(bad: dict, match: str) -> None:
+    kw = dict(inner_steps=1, inner_lr=0.4) | bad
+    with pytest.raises(ValueError, match=match):
+        train_maml(conv_net(), SinusoidSampler(5, 5), 1, seed=0, progress=False, **kw)
+
+
+def test_maml_learns_to_adapt_on_sinusoids() -> None:
+    """A short MAML run beats its own initialisation at 5-shot, 1-step adaptation."""
+    torch.manual_seed(0)
+    model = sinusoid_mlp()
+    before = adapted_mse(model, 5, (1,), tasks=100)[1][0]
+    res = train_maml(model, SinusoidSampler(10, 10), 1000, tasks=5, inner_steps=1, inner_lr=0.01, lr=3e-3,
+                     regression=True, seed=0, progress=False)
+    after = adapted_mse(model, 5, (1,), tasks=100)[1][0]
+    assert res.history[-1]["loss"] < res.history[0]["loss"]
+    assert after < 0.7 * before
+
+
+def test_reptile_learns_an_initialisation_that_adapts_on_sinusoids() -> None:
+    torch.manual_seed(0)
+    model = sinusoid_mlp()
+    before = adapted_mse(model, 10, (5,), inner_lr=0.02, tasks=100)[5][0]
+    train_reptile(model, SinusoidSampler(10, 10), 1000, tasks=5, inner_steps=5, inner_lr=0.02, lr=1.0,
+                  regression=True, seed=0, progress=False)
+    after = adapted_mse(model, 10, (5,), inner_lr=0.02, tasks=100)[5][0]
+    assert after < 0.5 * before
+
+
+@pytest.mark.parametrize("inner_steps, first_order, anil", [(1, False, False), (2, False, False), (2, True, False),
+                                                            (2, False, True)])
+def test_task_batched_step_equals_the_per_task_loop(inner_steps: int, first_order: bool, anil: bool) -> None:
+    """Grouped convolutions and per-(task, channel) BatchNorm give the loop's meta-gradients (float64), and the
+    tasks' average running statistics."""
+    model, ep = conv_net(), episode(6)
+    kw = dict(inner_steps=inner_steps, inner_lr=0.4, first_order=first_order, names=head_names(model) if anil else None)
+    loop_model = copy.deepcopy(model)
+    want = ours(loop_model, ep, **kw)
+    model.zero_grad()
+    loss, out = batched_meta_loss(model, ep, **kw)
+    loss.backward()
+    assert out.shape == (TASKS, WAYS * QUERIES, WAYS)
+    assert max_rel_error({n: p.grad for n, p in model.named_parameters()}, want) < 1e-10
+    bn, loop_bn = model.backbone.blocks[0][1], loop_model.backbone.blocks[0][1]
+    assert bn.num_batches_tracked == (inner_steps + 1) and not torch.equal(bn.running_mean, loop_bn.running_mean)
+
+
+def test_task_batched_step_on_an_mlp_and_an_unsupported_layer() -> None:
+    torch.manual_seed(0)
+    model = sinusoid_mlp().double()
+    batch = SinusoidSampler(5, 7).sample(3, make_generator(0))
+    batch = type(batch)(*(v.double() for v in vars(batch).values()))
+    kw = dict(inner_steps=2, inner_lr=0.01, loss_fn=F.mse_loss)
+    want = ours(model, batch, **kw)
+    model.zero_grad()
+    batched_meta_loss(model, batch, **kw)[0].backward()
+    assert max_rel_error({n: p.grad for n, p in model.named_parameters()}, want) < 1e-10
+    with pytest.raises(ValueError, match="LSTM"):
+        batched_meta_loss(nn.Sequential(nn.LSTM(1, 4)), batch, **kw)
+
+
+@pytest.mark.parametrize("inner_steps", [1, 2])
+def test_benchmarked_implementations_compute_the_same_meta_gradient(omniglot_train, inner_steps: int) -> None:
+    """torchmeta's MetaModule, higher's innerloop_ctx and the three lib steps agree in float64 on real Omniglot tasks."""
+    errors = check_gradients(omniglot_train, inner_steps, tasks=2)
+    assert set(errors) == {"lib", "lib batched", "lib parallel", "torchmeta", "higher"}
+    assert max(errors.values()) < 1e-10
+
+
+def test_benchmark_reports_every_implementation_and_refuses_bad_settings(omniglot_train) -> None:
+    df = compare(omniglot_train, tasks=(2,), inner_steps=(1,), rounds=1, warmup=0)
+    assert sorted(df.implementation) == ["higher", "lib", "lib batched", "lib parallel", "torchmeta"]
+    assert (df.seconds_per_step > 0).all() and df.speedup_vs_fastest_library.notna().all()
+    with pytest.raises(ValueError, match="rounds"):
+        compare(omniglot_train, rounds=0)
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_task_parallel_step_equals_the_per_task_loop(workers: int) -> None:
+    model, ep = conv_net(), episode(8)
+    kw = dict(inner_steps=2, inner_lr=0.4)
+    want = ours(copy.deepcopy(model), ep, **kw)
+    threads = torch.get_num_threads()
+    model.zero_grad()
+    loss, out = parallel_meta_loss(model, ep, workers=workers, **kw)
+    loss.backward()
+    assert torch.get_num_threads() == threads
+    assert out.shape == (TASKS, WAYS * QUERIES, WAYS)
+    torch.testing.assert_close(loss, meta_loss(copy.deepcopy(model), ep, **kw)[0], rtol=1e-12, atol=0)
+    assert max_rel_error({n: p.grad for n, p in model.named_parameters()}, want) < 1e-10
