@@ -159,6 +159,30 @@ def test_reptile_with_one_step_is_joint_training() -> None:
     assert max_rel_error(two, {n: -2 * lr * g for n, g in want.items()}) > 1e-3
 
 
+def test_reptile_with_adam_and_one_step_takes_the_joint_training_step() -> None:
+    """With ``outer="adam"`` and k = 1, Reptile's first update is Adam's first step on the joint loss: Adam on α g
+    with eps is exactly Adam on g with eps / α. A bad ``outer`` is refused before any work."""
+    model, ep, lr, alpha = conv_net(), episode(4), 1e-3, 0.1
+
+    class Fixed:
+        def sample(self, tasks: int, generator: torch.Generator) -> Episode:
+            return ep
+
+    joint_model = copy.deepcopy(model)
+    train_reptile(model, Fixed(), 1, tasks=TASKS, inner_steps=1, inner_lr=alpha, lr=lr, outer="adam", anneal=False,
+                  seed=0, progress=False)
+    opt = torch.optim.Adam(joint_model.parameters(), lr=lr, eps=1e-8 / alpha)
+    joint_model.train()
+    joint = sum(F.cross_entropy(joint_model(torch.cat([ep.support_x[t], ep.query_x[t]])),
+                                torch.cat([ep.support_y[t], ep.query_y[t]])) for t in range(TASKS)) / TASKS
+    joint.backward()
+    opt.step()
+    for (n, a), b in zip(model.named_parameters(), joint_model.parameters(), strict=True):
+        assert torch.allclose(a, b, rtol=0, atol=1e-6 * lr), n  # conv biases before BatchNorm: g = 0 up to rounding
+    with pytest.raises(ValueError, match="outer"):
+        train_reptile(model, Fixed(), 1, outer="rmsprop", seed=0, progress=False)
+
+
 def test_adapted_is_non_transductive_and_leaves_the_model_unchanged() -> None:
     model, ep = conv_net(), episode(5)
     model.train()

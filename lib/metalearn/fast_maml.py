@@ -1,7 +1,7 @@
 """A task-batched MAML step: all T tasks of a meta-batch in one forward and backward pass per layer.
 
-A loop over tasks (``maml.meta_loss``, torchmeta, higher) runs every layer T times on a handful of images, and on a
-CPU the per-operation overhead of such small calls dominates. Here θ is expanded to per-task copies θ_b [T, ...],
+A loop over tasks (``maml.meta_loss``, torchmeta, higher) runs every layer T times on a handful of images: on a GPU,
+T small kernels per layer leave the device mostly idle. Here θ is expanded to per-task copies θ_b [T, ...],
 so the adapted weights θ'_b = θ_b − α ∇L_S(θ_b) are per task, and each layer runs once for the whole meta-batch:
 
     conv        images [N, T·C, H, W], weights [T·C', C, 3, 3], ``groups=T``  (task i sees only its own filters)

@@ -119,7 +119,7 @@ def query_metrics(outputs: Tensor, query_y: Tensor) -> dict[str, float]:
     return {}
 
 
-META_STEPS = ("loop", "batched", "parallel")
+META_STEPS = ("loop", "batched", "parallel", "head")
 
 
 def train_maml(model: nn.Module, sampler: TaskSampler, steps: int, *, tasks: int = 4, inner_steps: int = 1,
@@ -132,17 +132,20 @@ def train_maml(model: nn.Module, sampler: TaskSampler, steps: int, *, tasks: int
 
     ``first_order`` gives FOMAML, ``names=head_names(model)`` ANIL, ``inner_steps=0`` plain joint training on the
     query sets (the pre-trained baseline). ``meta_step`` picks how the meta-batch is computed, all with the same
-    gradients: "loop" (:func:`meta_loss`), "batched" or "parallel" (:mod:`metalearn.fast_maml`).
+    gradients: "loop" (:func:`meta_loss`), "batched" or "parallel" (:mod:`metalearn.fast_maml`), or, when only the
+    head adapts, "head" (:func:`metalearn.anil.anil_meta_loss`: the body runs once per task).
     """
     names = check_inner_loop(model, inner_steps, inner_lr, names)
     if tasks < 1:
         raise ValueError(f"tasks must be >= 1, got {tasks}")
     if meta_step not in META_STEPS:
         raise ValueError(f"meta_step must be one of {META_STEPS}, got {meta_step!r}")
-    from . import fast_maml  # imports this module
+    if meta_step == "head" and sorted(names) != sorted(head_names(model)):
+        raise ValueError(f"meta_step='head' adapts only the head: pass names=head_names(model), got {names}")
+    from . import anil, fast_maml  # both import this module
 
     meta_loss_fn = {"loop": meta_loss, "batched": fast_maml.batched_meta_loss,
-                    "parallel": fast_maml.parallel_meta_loss}[meta_step]
+                    "parallel": fast_maml.parallel_meta_loss, "head": anil.anil_meta_loss}[meta_step]
     loss_fn = F.mse_loss if regression else F.cross_entropy
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.StepLR(opt, halve_lr_every, 0.5) if halve_lr_every > 0 else None
@@ -175,8 +178,18 @@ class Adapted(nn.Module):
     def forward(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, ways: int | None = None) -> Tensor:
         """``support_x [T, n, ...]``, ``support_y [T, n]``, ``query_x [T, m, ...]`` -> outputs ``[T, m, ...]``
         (logits ``[T, m, ways]`` for a classifier whose head has ``ways`` outputs)."""
+        out = self.outputs(support_x, support_y, query_x, (self.transductive,))[0]
+        if ways is not None and out.shape[-1] != ways:
+            raise ValueError(f"the network has {out.shape[-1]} outputs but the episode is {ways}-way; "
+                             f"build its head with {ways} outputs")
+        return out
+
+    def outputs(self, support_x: Tensor, support_y: Tensor, query_x: Tensor,
+                transductive: tuple[bool, ...] = (False, True)) -> list[Tensor]:
+        """One adaptation per task, then the query outputs ``[T, m, ...]`` under each BatchNorm protocol of
+        ``transductive`` (False: running statistics; True: the query batch's statistics)."""
         model, was_training = self.model, self.model.training
-        outputs = []
+        outputs: list[list[Tensor]] = [[] for _ in transductive]
         try:
             for sx, sy, qx in zip(support_x, support_y, query_x, strict=True):
                 buffers = {n: b.clone() for n, b in model.named_buffers()}  # BatchNorm updates copies, not the model
@@ -184,14 +197,11 @@ class Adapted(nn.Module):
                 model.train()
                 adapted = adapt(model, params, sx, sy, steps=self.inner_steps, inner_lr=self.inner_lr,
                                 first_order=True, names=self.names, loss_fn=self.loss_fn, buffers=buffers)
-                model.train(self.transductive)  # eval mode: the running statistics of training, untouched
-                buffers = {n: b.clone() for n, b in model.named_buffers()}
-                with torch.no_grad():
-                    outputs.append(functional_call(model, {**adapted, **buffers}, (qx,)))
+                for out, mode in zip(outputs, transductive, strict=True):
+                    model.train(mode)  # eval mode: the running statistics of training, untouched
+                    buffers = {n: b.clone() for n, b in model.named_buffers()}
+                    with torch.no_grad():
+                        out.append(functional_call(model, {**adapted, **buffers}, (qx,)))
         finally:
             model.train(was_training)
-        out = torch.stack(outputs)
-        if ways is not None and out.shape[-1] != ways:
-            raise ValueError(f"the network has {out.shape[-1]} outputs but the episode is {ways}-way; "
-                             f"build its head with {ways} outputs")
-        return out
+        return [torch.stack(out) for out in outputs]

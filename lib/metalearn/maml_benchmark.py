@@ -8,7 +8,9 @@
 
 on Omniglot episodes with the same Conv-4 weights. Before timing, every implementation's meta-gradient is
 checked against the lib's in float64. Timings are float32, interleaved (one step of each implementation per
-round), and reported as the median seconds per meta-step, so all of them see the same machine load.
+round), and reported as the median seconds per meta-step, so all of them see the same machine load. Each step's
+floating-point operations are counted too: equal work, and the achieved GFLOP/s says how close each step comes
+to what the machine's convolutions can do.
 
     python -m metalearn.maml_benchmark --tasks 4 32 --inner-steps 1 5
 """
@@ -21,11 +23,13 @@ import importlib
 import statistics
 import time
 from collections.abc import Callable
+from functools import partial
 
 import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from .episodes import ClassDataset, Episode, EpisodeSampler, make_generator
 from .fast_maml import batched_meta_loss, parallel_meta_loss
@@ -36,14 +40,15 @@ from .pretrain import Classifier
 Step = Callable[[Episode], dict[str, torch.Tensor]]  # one meta-step: episode -> meta-gradients by parameter name
 
 
-def lib_step(model: nn.Module, inner_steps: int, inner_lr: float, variant: str = "loop") -> Step:
+def lib_step(model: nn.Module, inner_steps: int, inner_lr: float, variant: str = "loop",
+             first_order: bool = False) -> Step:
     """The lib's meta-step: ``variant`` "loop" (one task at a time), "batched" (all tasks in one pass per layer)
-    or "parallel" (tasks split over two threads)."""
+    or "parallel" (tasks split over two threads); first-order MAML if ``first_order``."""
     loss_fn = {"loop": meta_loss, "batched": batched_meta_loss, "parallel": parallel_meta_loss}[variant]
 
     def step(ep: Episode) -> dict[str, torch.Tensor]:
         model.zero_grad(set_to_none=True)
-        loss_fn(model, ep, inner_steps=inner_steps, inner_lr=inner_lr)[0].backward()
+        loss_fn(model, ep, inner_steps=inner_steps, inner_lr=inner_lr, first_order=first_order)[0].backward()
         return {n: p.grad for n, p in model.named_parameters()}
 
     return step
@@ -107,6 +112,38 @@ IMPLEMENTATIONS = {"lib": lib_step, "lib batched": lambda m, k, a: lib_step(m, k
                    "torchmeta": torchmeta_step, "higher": higher_step}
 
 
+def time_interleaved(steps: dict[str, Callable[[], object]], rounds: int = 5, warmup: int = 1,
+                     ) -> dict[str, tuple[float, float | None]]:
+    """Median seconds of each callable over ``rounds`` rounds (after ``warmup``), one call of each per round so that
+    all of them see the same machine load; on CUDA (synchronised) also the peak allocated memory in MB, else None."""
+    if rounds < 1 or warmup < 0:
+        raise ValueError(f"need rounds >= 1 and warmup >= 0, got {rounds}, {warmup}")
+    cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    peak: dict[str, float | None] = dict.fromkeys(steps)
+    for r in range(warmup + rounds):
+        for name, step in steps.items():
+            if cuda:
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+            t0 = time.perf_counter()
+            step()
+            if cuda:
+                torch.cuda.synchronize()
+                peak[name] = torch.cuda.max_memory_allocated() / 2**20
+            if r >= warmup:
+                times[name].append(time.perf_counter() - t0)
+    return {name: (statistics.median(ts), peak[name]) for name, ts in times.items()}
+
+
+def step_flops(step: Callable[[], object]) -> int:
+    """Floating-point operations of one call of ``step`` (forward and backward, as counted by torch's
+    ``FlopCounterMode``: convolutions and matrix products, which are nearly all of a Conv-4 step's arithmetic)."""
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return counter.get_total_flops()
+
+
 def check_gradients(data: ClassDataset, inner_steps: int, inner_lr: float = 0.4, ways: int = 5, shots: int = 1,
                     queries: int = 5, tasks: int = 2, seed: int = 0) -> dict[str, float]:
     """Max relative difference of each implementation's float64 meta-gradient from the lib's."""
@@ -138,26 +175,65 @@ def compare(data: ClassDataset, tasks: tuple[int, ...] = (4, 32), inner_steps: t
             model = Classifier(conv4_for(tuple(data.images.shape[2:])), ways).to(data.device)
             steps = {name: make(copy.deepcopy(model), k, inner_lr) for name, make in IMPLEMENTATIONS.items()}
             ep = EpisodeSampler(data, ways, shots, queries).sample(t, make_generator(seed, data.device))
-            times: dict[str, list[float]] = {name: [] for name in steps}
-            for r in range(warmup + rounds):
-                for name, step in steps.items():
-                    if data.device.type == "cuda":
-                        torch.cuda.synchronize()
-                    t0 = time.perf_counter()
-                    step(ep)
-                    if data.device.type == "cuda":
-                        torch.cuda.synchronize()
-                    if r >= warmup:
-                        times[name].append(time.perf_counter() - t0)
-            for name, ts in times.items():
-                rows.append({"implementation": name, "tasks": t, "inner_steps": k,
-                             "seconds_per_step": statistics.median(ts), "gradient_rel_error": errors[name]})
+            timed = time_interleaved({name: partial(step, ep) for name, step in steps.items()}, rounds, warmup)
+            for name, (seconds, _) in timed.items():
+                gflop = step_flops(partial(steps[name], ep)) / 1e9
+                rows.append({"implementation": name, "tasks": t, "inner_steps": k, "seconds_per_step": seconds,
+                             "gradient_rel_error": errors[name], "gflop_per_step": gflop,
+                             "gflops_achieved": gflop / seconds})
     df = pd.DataFrame(rows)
     fastest_other = (df[~df.implementation.str.startswith("lib")].groupby(["tasks", "inner_steps"])
                      .seconds_per_step.min().rename("fastest_library"))
     df = df.join(fastest_other, on=["tasks", "inner_steps"])
     df["speedup_vs_fastest_library"] = df.fastest_library / df.seconds_per_step
     return df
+
+
+def graph_bytes(loss_fn: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, int]:
+    """``loss_fn()`` and the bytes of the tensors autograd saved for its backward pass (each storage counted once):
+    the memory a meta-step holds until ``backward``, measured the same way on any device."""
+    storages: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = loss_fn()
+    return loss, sum(storages.values())
+
+
+def _meta_loss_value(model: nn.Module, tasks: Episode, **kwargs: object) -> torch.Tensor:
+    return meta_loss(model, tasks, **kwargs)[0]
+
+
+def order_cost(data: ClassDataset, tasks: tuple[int, ...] = (4, 32), inner_steps: tuple[int, ...] = (1, 5),
+               inner_lr: float = 0.4, ways: int = 5, shots: int = 1, queries: int = 5, rounds: int = 5,
+               warmup: int = 1, seed: int = 0) -> pd.DataFrame:
+    """MAML vs first-order MAML, side by side on the same episodes and weights: seconds per meta-step (median of
+    ``rounds``, the two interleaved) and the graph memory (:func:`graph_bytes`, MB) of each (meta-batch, inner
+    steps); on CUDA also the peak allocated memory (MB)."""
+    if rounds < 1 or warmup < 0:
+        raise ValueError(f"need rounds >= 1 and warmup >= 0, got {rounds}, {warmup}")
+    rows = []
+    for k in inner_steps:
+        for t in tasks:
+            torch.manual_seed(seed)
+            model = Classifier(conv4_for(tuple(data.images.shape[2:])), ways).to(data.device)
+            ep = EpisodeSampler(data, ways, shots, queries).sample(t, make_generator(seed, data.device))
+            for first_order in (False, True):
+                _, nbytes = graph_bytes(partial(_meta_loss_value, model, ep, inner_steps=k, inner_lr=inner_lr,
+                                                first_order=first_order))
+                rows.append({"order": "first" if first_order else "second", "tasks": t, "inner_steps": k,
+                             "graph_mb": nbytes / 2**20})
+            steps = {order: lib_step(model, k, inner_lr, first_order=order == "first") for order in ("second", "first")}
+            timed = time_interleaved({order: partial(step, ep) for order, step in steps.items()}, rounds, warmup)
+            for row in rows[-2:]:
+                row["seconds_per_step"], peak = timed[row["order"]]
+                if peak is not None:
+                    row["cuda_peak_mb"] = peak
+    return pd.DataFrame(rows)
 
 
 def main() -> None:

@@ -43,16 +43,19 @@ def reptile_direction(model: nn.Module, tasks: Tasks, *, inner_steps: int, inner
 
 def train_reptile(model: nn.Module, sampler: TaskSampler, steps: int, *, tasks: int = 5, inner_steps: int = 5,
                   inner_lr: float = 1e-3, lr: float = 1.0, anneal: bool = True, halve_lr_every: int = 0,
-                  regression: bool = False, seed: int, checkpoint: Path | None = None, log_every: int = 50,
-                  progress: bool = True, desc: str = "reptile") -> TrainResult:
+                  outer: str = "sgd", regression: bool = False, seed: int, checkpoint: Path | None = None,
+                  log_every: int = 50, progress: bool = True, desc: str = "reptile") -> TrainResult:
     """``steps`` Reptile updates θ ← θ + ε (1/n) Σ (θ̃ − θ) on batches of ``tasks`` tasks (cross-entropy, MSE if
     ``regression``); ε = ``lr``, annealed linearly to 0 when ``anneal`` (as in Nichol et al.), else halved every
-    ``halve_lr_every`` steps (0: constant)."""
+    ``halve_lr_every`` steps (0: constant). ``outer="adam"`` feeds θ − θ̃ to Adam as a gradient instead (Nichol et
+    al. §3), the outer optimizer of :func:`metalearn.maml.train_maml`."""
     check_inner_loop(model, inner_steps, inner_lr, None)
     if inner_steps < 1:
         raise ValueError("Reptile needs inner_steps >= 1 (with 0 it does not move)")
+    if outer not in ("sgd", "adam"):
+        raise ValueError(f"outer must be 'sgd' or 'adam', got {outer!r}")
     loss_fn = F.mse_loss if regression else F.cross_entropy
-    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    opt = (torch.optim.SGD if outer == "sgd" else torch.optim.Adam)(model.parameters(), lr=lr)
     if anneal:
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 1 - t / max(steps, 1))
     else:

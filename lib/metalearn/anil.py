@@ -1,0 +1,106 @@
+"""ANIL, "Almost No Inner Loop" (Raghu, Raghu, Bengio & Vinyals 2020): rapid learning or feature reuse?
+
+MAML adapts every layer in the inner loop. Raghu et al. find that after MAML's inner loop the body's representations
+barely change (feature reuse); only the head (the last linear layer) learns rapidly. ANIL therefore adapts only the
+head, θ = (θ_body, w):
+    w'_i = w − α ∇_w L_{S_i}(w; f_{θ_body}(x))                   (inner loop: the head only)
+    θ ← θ − β ∇_θ (1/T) Σ_i L_{Q_i}(w'_i; f_{θ_body}(x))          (outer loop: body and head)
+Since the body does not change in the inner loop, its features f(x) are computed once per task and every inner step
+is a step of logistic regression on them: :func:`anil_meta_loss` gives the same gradients as
+``maml.meta_loss(..., names=head_names(model))``, which runs the whole network at every inner step.
+
+Feature reuse is measured with linear CKA (Kornblith et al. 2019) between a layer's representations of the same
+query images before (θ) and after (θ') the inner loop: 1 means the layer's representation did not change beyond a
+rotation and scaling.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from .maml import LossFn, Tasks, adapt, check_inner_loop, head_names
+
+
+def body_and_head(model: nn.Module) -> tuple[nn.Module, nn.Linear]:
+    """The network split into the body and its last linear layer: ``model.backbone`` / ``model.head`` (a
+    :class:`~metalearn.pretrain.Classifier`) or ``model[:-1]`` / ``model[-1]`` (an ``nn.Sequential``)."""
+    if hasattr(model, "backbone") and isinstance(getattr(model, "head", None), nn.Linear):
+        return model.backbone, model.head
+    if isinstance(model, nn.Sequential) and isinstance(model[-1], nn.Linear):
+        return model[:-1], model[-1]
+    raise ValueError(f"{type(model).__name__} is neither a Classifier (backbone + linear head) nor an nn.Sequential "
+                     "ending in nn.Linear, so its body and head cannot be separated")
+
+
+def anil_meta_loss(model: nn.Module, tasks: Tasks, *, inner_steps: int, inner_lr: float, first_order: bool = False,
+                   names: list[str] | None = None, loss_fn: LossFn = F.cross_entropy) -> tuple[Tensor, Tensor]:
+    """ANIL's outer objective (1/T) Σ_i L_{Q_i}(w'_i) and the query outputs ``[T, m, ...]``, with the body run once
+    per task on its support and query images (``names``, if given, must be the head's parameters).
+
+    The meta-gradients equal :func:`metalearn.maml.meta_loss` with ``names=head_names(model)``; BatchNorm's running
+    statistics move once per task instead of once per inner step."""
+    head_params = head_names(model)
+    check_inner_loop(model, inner_steps, inner_lr, names)
+    if names is not None and sorted(names) != sorted(head_params):
+        raise ValueError(f"ANIL's step adapts only the head {head_params}, got names={names}; "
+                         "use metalearn.maml.meta_loss to adapt other parameters")
+    body, head = body_and_head(model)
+    w = dict(head.named_parameters())
+    losses, outputs = [], []
+    for sx, sy, qx, qy in zip(tasks.support_x, tasks.support_y, tasks.query_x, tasks.query_y, strict=True):
+        support, query = body(sx), body(qx)  # once per task: the body does not adapt
+        adapted = adapt(head, w, support, sy, steps=inner_steps, inner_lr=inner_lr, first_order=first_order,
+                        loss_fn=loss_fn)
+        out = functional_call(head, adapted, (query,))
+        losses.append(loss_fn(out, qy))
+        outputs.append(out)
+    return torch.stack(losses).mean(), torch.stack(outputs)
+
+
+def linear_cka(x: Tensor, y: Tensor) -> Tensor:
+    """Linear CKA of two representations of the same n examples, ``x [n, ...]`` and ``y [n, ...]`` (flattened per
+    example): ‖Yᵀ X‖²_F / (‖Xᵀ X‖_F ‖Yᵀ Y‖_F) on centred features, in [0, 1]; invariant to rotations and scaling."""
+    if x.shape[0] != y.shape[0] or x.shape[0] < 2:
+        raise ValueError(f"need the same number (>= 2) of examples in both representations, got {x.shape[0]} and "
+                         f"{y.shape[0]}")
+    x, y = x.flatten(1).double(), y.flatten(1).double()
+    x, y = x - x.mean(0), y - y.mean(0)
+    return (y.T @ x).norm() ** 2 / ((x.T @ x).norm() * (y.T @ y).norm())
+
+
+def layer_similarity(model: nn.Module, layers: Mapping[str, nn.Module], tasks: Tasks, *, inner_steps: int,
+                     inner_lr: float, names: list[str] | None = None) -> dict[str, list[float]]:
+    """For each task: adapt a copy of the weights on its support set (``inner_steps`` SGD steps of ``names``,
+    default all, batch statistics), then the linear CKA between each layer's outputs on the task's queries before and
+    after adaptation (running statistics). Returns ``{layer: [CKA per task]}``; the model is not modified."""
+    names = check_inner_loop(model, inner_steps, inner_lr, names)
+    captured: dict[str, Tensor] = {}
+    hooks = [m.register_forward_hook(lambda _m, _i, out, key=key: captured.__setitem__(key, out.detach()))
+             for key, m in layers.items()]
+    was_training = model.training
+    similarity: dict[str, list[float]] = {key: [] for key in layers}
+    try:
+        for sx, sy, qx in zip(tasks.support_x, tasks.support_y, tasks.query_x, strict=True):
+            buffers = {n: b.clone() for n, b in model.named_buffers()}
+            theta = {n: p.detach().requires_grad_(n in names) for n, p in model.named_parameters()}
+            model.train()
+            adapted = adapt(model, theta, sx, sy, steps=inner_steps, inner_lr=inner_lr, first_order=True, names=names,
+                            buffers=buffers)
+            model.eval()
+            reps = []
+            with torch.no_grad():
+                for params in (theta, adapted):
+                    functional_call(model, {**params, **{n: b.clone() for n, b in model.named_buffers()}}, (qx,))
+                    reps.append(dict(captured))
+            for key in layers:
+                similarity[key].append(linear_cka(reps[0][key], reps[1][key]).item())
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return similarity
