@@ -14,7 +14,7 @@ from metalearn.maml_benchmark import check_gradients, compare
 from metalearn.models import conv4_for
 from metalearn.pretrain import Classifier
 from metalearn.regression import SinusoidSampler, adapted_mse, sinusoid_mlp
-from metalearn.reptile import reptile_direction, train_reptile
+from metalearn.reptile import joint_gradient, reptile_direction, train_reptile
 from torch import nn
 from torch.func import functional_call
 
@@ -154,6 +154,7 @@ def test_reptile_with_one_step_is_joint_training() -> None:
     joint = sum(F.cross_entropy(model(torch.cat([ep.support_x[t], ep.query_x[t]])),
                                 torch.cat([ep.support_y[t], ep.query_y[t]])) for t in range(TASKS)) / TASKS
     want = dict(zip(parameters(model), torch.autograd.grad(joint, list(model.parameters())), strict=True))
+    assert max_rel_error(joint_gradient(model, ep), want) < 1e-12
     assert max_rel_error(direction, {n: -lr * g for n, g in want.items()}) < 1e-6
     two, _ = reptile_direction(model, ep, inner_steps=2, inner_lr=lr)
     assert max_rel_error(two, {n: -2 * lr * g for n, g in want.items()}) > 1e-3
@@ -294,3 +295,30 @@ def test_task_parallel_step_equals_the_per_task_loop(workers: int) -> None:
     assert out.shape == (TASKS, WAYS * QUERIES, WAYS)
     torch.testing.assert_close(loss, meta_loss(copy.deepcopy(model), ep, **kw)[0], rtol=1e-12, atol=0)
     assert max_rel_error({n: p.grad for n, p in model.named_parameters()}, want) < 1e-10
+
+
+def test_reptile_minibatches_cycle_through_the_task() -> None:
+    """With ``inner_batch``, step i adapts on the i-th slice of a random order of the task's examples (seeded by the
+    global generator); an ``inner_batch`` of the whole task is the full-batch direction."""
+    model, ep, lr = conv_net(), episode(6), 0.1
+    full, _ = reptile_direction(model, ep, inner_steps=2, inner_lr=lr)
+    whole, _ = reptile_direction(model, ep, inner_steps=2, inner_lr=lr, inner_batch=WAYS * (SHOTS + QUERIES))
+    assert max_rel_error(whole, full) < 1e-12
+    torch.manual_seed(1)
+    got, _ = reptile_direction(model, ep, inner_steps=3, inner_lr=lr, inner_batch=4)
+    torch.manual_seed(1)
+    want = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
+    for t in range(TASKS):
+        x, y = torch.cat([ep.support_x[t], ep.query_x[t]]), torch.cat([ep.support_y[t], ep.query_y[t]])
+        order = torch.randperm(len(x)).repeat(2)  # 3 steps of 4 of the 20 examples
+        theta = {n: p.detach().requires_grad_() for n, p in model.named_parameters()}
+        params = theta
+        for i in range(3):
+            b = order[4 * i:4 * i + 4]
+            params = adapt(model, params, x[b], y[b], steps=1, inner_lr=lr, first_order=True)
+        for n in want:
+            want[n] += (params[n] - theta[n]).detach() / TASKS
+    assert max_rel_error(got, want) < 1e-12
+    assert max_rel_error(got, full) > 1e-3
+    with pytest.raises(ValueError, match="inner_batch"):
+        train_reptile(model, None, 1, inner_batch=0, seed=0, progress=False)
