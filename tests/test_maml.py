@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import copy
+from functools import partial
 
 import pytest
 import torch
 import torch.nn.functional as F
-from metalearn.episodes import Episode, make_generator
+from metalearn.episodes import Episode, EpisodeSampler, make_generator
 from metalearn.fast_maml import batched_meta_loss, parallel_meta_loss
 from metalearn.maml import Adapted, adapt, head_names, meta_loss, parameters, train_maml
-from metalearn.maml_benchmark import check_gradients, compare
+from metalearn.maml_benchmark import IMPLEMENTATIONS, check_gradients, compare, step_flops
 from metalearn.models import conv4_for
 from metalearn.pretrain import Classifier
 from metalearn.regression import SinusoidSampler, adapted_mse, sinusoid_mlp
@@ -280,6 +281,16 @@ def test_benchmark_reports_every_implementation_and_refuses_bad_settings(omniglo
     assert (df.seconds_per_step > 0).all() and df.speedup_vs_fastest_library.notna().all()
     with pytest.raises(ValueError, match="rounds"):
         compare(omniglot_train, rounds=0)
+
+
+def test_benchmarked_libraries_do_the_same_arithmetic(omniglot_train) -> None:
+    """The speed table counts one step's FLOPs once, on the lib's loop: torchmeta and higher must count the same."""
+    torch.manual_seed(0)
+    model = Classifier(conv4_for(tuple(omniglot_train.images.shape[2:])), 5)
+    ep = EpisodeSampler(omniglot_train, 5, 1, 5).sample(2, make_generator(0))
+    flops = {name: step_flops(partial(IMPLEMENTATIONS[name](copy.deepcopy(model), 2, 0.4), ep))
+             for name in ("lib", "torchmeta", "higher")}
+    assert flops["lib"] > 1e8 and len(set(flops.values())) == 1, flops
 
 
 @pytest.mark.parametrize("workers", [1, 2, 3])
