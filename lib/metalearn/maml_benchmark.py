@@ -8,9 +8,9 @@
 
 on Omniglot episodes with the same Conv-4 weights. Before timing, every implementation's meta-gradient is
 checked against the lib's in float64. Timings are float32, interleaved (one step of each implementation per
-round), and reported as the median seconds per meta-step, so all of them see the same machine load. The step's
-floating-point operations are counted once (the same arithmetic for all five), and the achieved GFLOP/s says how
-close each implementation comes to what the machine's convolutions can do.
+round), and reported as the median seconds per meta-step, so all of them see the same machine load. Each step's
+floating-point operations are counted too: equal work, and the achieved GFLOP/s says how close each step comes
+to what the machine's convolutions can do.
 
     python -m metalearn.maml_benchmark --tasks 4 32 --inner-steps 1 5
 """
@@ -176,10 +176,8 @@ def compare(data: ClassDataset, tasks: tuple[int, ...] = (4, 32), inner_steps: t
             steps = {name: make(copy.deepcopy(model), k, inner_lr) for name, make in IMPLEMENTATIONS.items()}
             ep = EpisodeSampler(data, ways, shots, queries).sample(t, make_generator(seed, data.device))
             timed = time_interleaved({name: partial(step, ep) for name, step in steps.items()}, rounds, warmup)
-            # the arithmetic is the same for every implementation, so it is counted once, on the per-task loop
-            # (the counter cannot see worker threads, and it counts a grouped convolution as if ungrouped)
-            gflop = step_flops(partial(steps["lib"], ep)) / 1e9
             for name, (seconds, _) in timed.items():
+                gflop = step_flops(partial(steps[name], ep)) / 1e9
                 rows.append({"implementation": name, "tasks": t, "inner_steps": k, "seconds_per_step": seconds,
                              "gradient_rel_error": errors[name], "gflop_per_step": gflop,
                              "gflops_achieved": gflop / seconds})
