@@ -284,7 +284,7 @@ def test_benchmark_reports_every_implementation_and_refuses_bad_settings(omniglo
 
 
 def test_benchmarked_libraries_do_the_same_arithmetic(omniglot_train) -> None:
-    """The speed table counts one step's FLOPs once, on the lib's loop: torchmeta and higher must count the same."""
+    """Equal work: lib, torchmeta and higher count the same FLOPs per meta-step, so their GFLOP/s compare like for like."""
     torch.manual_seed(0)
     model = Classifier(conv4_for(tuple(omniglot_train.images.shape[2:])), 5)
     ep = EpisodeSampler(omniglot_train, 5, 1, 5).sample(2, make_generator(0))
