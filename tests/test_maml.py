@@ -279,12 +279,15 @@ def test_benchmark_reports_every_implementation_and_refuses_bad_settings(omniglo
     df = compare(omniglot_train, tasks=(2,), inner_steps=(1,), rounds=1, warmup=0)
     assert sorted(df.implementation) == ["higher", "lib", "lib batched", "lib parallel", "torchmeta"]
     assert (df.seconds_per_step > 0).all() and df.speedup_vs_fastest_library.notna().all()
+    assert df.gflop_per_step.nunique() == 1 and (df.gflop_per_step > 0.1).all()  # one step's work, counted once
+    assert (df.gflops_achieved * df.seconds_per_step - df.gflop_per_step).abs().max() < 1e-9
     with pytest.raises(ValueError, match="rounds"):
         compare(omniglot_train, rounds=0)
 
 
 def test_benchmarked_libraries_do_the_same_arithmetic(omniglot_train) -> None:
-    """Equal work: lib, torchmeta and higher count the same FLOPs per meta-step, so their GFLOP/s compare like for like."""
+    """Equal work: lib, torchmeta and higher count the same FLOPs per meta-step, which is why ``compare`` counts the
+    work once, on the lib's loop, and divides it by each implementation's seconds."""
     torch.manual_seed(0)
     model = Classifier(conv4_for(tuple(omniglot_train.images.shape[2:])), 5)
     ep = EpisodeSampler(omniglot_train, 5, 1, 5).sample(2, make_generator(0))

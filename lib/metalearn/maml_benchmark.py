@@ -8,9 +8,11 @@
 
 on Omniglot episodes with the same Conv-4 weights. Before timing, every implementation's meta-gradient is
 checked against the lib's in float64. Timings are float32, interleaved (one step of each implementation per
-round), and reported as the median seconds per meta-step, so all of them see the same machine load. Each step's
-floating-point operations are counted too: equal work, and the achieved GFLOP/s says how close each step comes
-to what the machine's convolutions can do.
+round), and reported as the median seconds per meta-step, so all of them see the same machine load. The step's
+floating-point operations are counted once, on the lib's loop: all five do the same arithmetic (the loop,
+torchmeta and higher count equal FLOPs, ``tests/test_maml.py``), while the counter cannot see the batched step's
+convolution groups or the parallel step's threads. Work / seconds is each implementation's achieved GFLOP/s: how
+close it comes to what the machine's convolutions can do.
 
     python -m metalearn.maml_benchmark --tasks 4 32 --inner-steps 1 5
 """
@@ -161,7 +163,8 @@ def compare(data: ClassDataset, tasks: tuple[int, ...] = (4, 32), inner_steps: t
             inner_lr: float = 0.4, ways: int = 5, shots: int = 1, queries: int = 5, rounds: int = 5, warmup: int = 1,
             seed: int = 0, tolerance: float = 1e-6) -> pd.DataFrame:
     """Seconds per meta-step (median of ``rounds``) of each implementation for each (meta-batch, inner steps),
-    after checking that all of them compute the lib's meta-gradient (float64, relative ``tolerance``)."""
+    after checking that all of them compute the lib's meta-gradient (float64, relative ``tolerance``), with the
+    step's GFLOP (counted on the lib's loop) and each implementation's achieved GFLOP/s."""
     if rounds < 1 or warmup < 0:
         raise ValueError(f"need rounds >= 1 and warmup >= 0, got {rounds}, {warmup}")
     rows = []
@@ -176,8 +179,8 @@ def compare(data: ClassDataset, tasks: tuple[int, ...] = (4, 32), inner_steps: t
             steps = {name: make(copy.deepcopy(model), k, inner_lr) for name, make in IMPLEMENTATIONS.items()}
             ep = EpisodeSampler(data, ways, shots, queries).sample(t, make_generator(seed, data.device))
             timed = time_interleaved({name: partial(step, ep) for name, step in steps.items()}, rounds, warmup)
+            gflop = step_flops(partial(steps["lib"], ep)) / 1e9  # the same work for all (see the module docstring)
             for name, (seconds, _) in timed.items():
-                gflop = step_flops(partial(steps[name], ep)) / 1e9
                 rows.append({"implementation": name, "tasks": t, "inner_steps": k, "seconds_per_step": seconds,
                              "gradient_rel_error": errors[name], "gflop_per_step": gflop,
                              "gflops_achieved": gflop / seconds})
