@@ -7,7 +7,9 @@ import copy
 import pytest
 import torch
 from metalearn.anil import anil_meta_loss, body_and_head, layer_similarity, linear_cka
-from metalearn.maml import head_names, meta_loss, train_maml
+from metalearn.inner_loop import head_names
+from metalearn.maml import meta_loss
+from metalearn.meta_train import train_maml
 from metalearn.models import mlp
 from torch import nn
 

@@ -10,10 +10,11 @@ import torch
 import torch.nn.functional as F
 from metalearn.episodes import Episode, EpisodeSampler, make_generator
 from metalearn.fast_maml import batched_meta_loss, parallel_meta_loss
-from metalearn.maml import Adapted, adapt, head_names, meta_loss, parameters, train_maml
+from metalearn.inner_loop import adapt, head_names, parameters
+from metalearn.maml import Adapted, meta_loss
 from metalearn.maml_benchmark import IMPLEMENTATIONS, check_gradients, compare, step_flops
-from metalearn.models import conv4_for
-from metalearn.pretrain import Classifier
+from metalearn.meta_train import train_maml
+from metalearn.models import Classifier, conv4_for
 from metalearn.regression import SinusoidSampler, adapted_mse, sinusoid_mlp
 from metalearn.reptile import joint_gradient, reptile_direction, train_reptile
 from torch import nn

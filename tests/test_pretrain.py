@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from metalearn.episodes import EpisodeSampler
 from metalearn.evaluate import evaluate
-from metalearn.models import Conv4, conv4_for, mlp
+from metalearn.models import Classifier, Conv4, conv4_for, mlp
 from metalearn.pretrain import (
     augment_batch,
     baseline_predictors,
@@ -66,7 +66,9 @@ def test_backbone_shapes():
 
 
 def test_short_pretraining_beats_chance(omniglot_train, omniglot_test):
-    model, result = pretrain(omniglot_train, steps=60, batch_size=64, seed=0, progress=False, log_every=20)
+    torch.manual_seed(0)
+    model = Classifier(conv4_for(tuple(omniglot_train.images.shape[2:])), omniglot_train.num_classes)
+    result = pretrain(model, omniglot_train, steps=60, batch_size=64, seed=0, progress=False, log_every=20)
     assert result.history[-1]["loss"] < result.history[0]["loss"]
     res = evaluate(baseline_predictors(model.backbone), EpisodeSampler(omniglot_test, 5, 1, 5), episodes=100)
     assert res["pretrain_finetune"].mean > 35 and res["nearest_centroid"].mean > 35  # chance is 20

@@ -23,12 +23,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from .maml import LossFn, Tasks, adapt, check_inner_loop, head_names
+from .inner_loop import LossFn, Tasks, adapt, check_inner_loop, head_names
 
 
 def body_and_head(model: nn.Module) -> tuple[nn.Module, nn.Linear]:
     """The network split into the body and its last linear layer: ``model.backbone`` / ``model.head`` (a
-    :class:`~metalearn.pretrain.Classifier`) or ``model[:-1]`` / ``model[-1]`` (an ``nn.Sequential``)."""
+    :class:`~metalearn.models.Classifier`) or ``model[:-1]`` / ``model[-1]`` (an ``nn.Sequential``)."""
     if hasattr(model, "backbone") and isinstance(getattr(model, "head", None), nn.Linear):
         return model.backbone, model.head
     if isinstance(model, nn.Sequential) and isinstance(model[-1], nn.Linear):

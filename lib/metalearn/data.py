@@ -22,7 +22,6 @@ Command line (used by the DVC ``data`` stage)::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gzip
 import hashlib
 import io
@@ -31,17 +30,17 @@ import os
 import pickle
 import shutil
 import tarfile
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from .files import atomic_dir, atomic_path, file_hashes
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -205,35 +204,6 @@ def source_files(dataset: str, mirror: str | None) -> tuple[RemoteFile, ...]:
 # ----------------------------------------------------------------------------------------------
 # Fetching and verification
 # ----------------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def atomic_path(dest: Path, suffix: str = "") -> Iterator[Path]:
-    """Yield a temporary path beside ``dest``; on success move it into place, else delete it."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp" + suffix, dir=dest.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        yield tmp_path
-        if tmp_path.exists():
-            os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual mode
-        os.replace(tmp_path, dest)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise
-
-
-def file_hashes(path: Path) -> tuple[str, str]:
-    """``(sha256, md5)`` of a file."""
-    sha, md5 = hashlib.sha256(), hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            sha.update(block)
-            md5.update(block)
-    return sha.hexdigest(), md5.hexdigest()
-
-
 def _checksum_ok(remote: RemoteFile, sha: str, md5: str) -> bool:
     known = [c for c in (remote.sha256, remote.md5) if c]
     return not known or sha == remote.sha256 or md5 == remote.md5
@@ -457,27 +427,6 @@ def _fsmol_from_official_tar(tar_path: Path, dest: Path) -> None:
     for fold, fold_rows in rows.items():
         with atomic_path(dest / f"fsmol_{fold}.csv.gz") as tmp:
             pd.DataFrame(fold_rows, columns=columns).to_csv(tmp, index=False, compression="gzip")
-
-
-@contextlib.contextmanager
-def atomic_dir(dest: Path) -> Iterator[Path]:
-    """Yield a temporary folder beside ``dest``; on success it replaces ``dest`` as a whole, else it is removed."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
-    try:
-        yield tmp
-        os.chmod(tmp, 0o755)
-        if dest.exists():
-            old = dest.with_name(f".{dest.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(dest, old)
-            os.replace(tmp, dest)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def _moleculenet_table(name: str, path: Path, official: bool):

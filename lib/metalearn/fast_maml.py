@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from .maml import LossFn, Params, Tasks, adapt, check_inner_loop
+from .inner_loop import LossFn, Params, Tasks, adapt, check_inner_loop
 
 _SUPPORTED = (nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.MaxPool2d, nn.Linear)
 

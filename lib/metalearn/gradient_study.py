@@ -16,9 +16,10 @@ import torch
 
 from .episodes import ClassDataset, Episode, EpisodeSampler
 from .evaluate import EvalResult, evaluate
-from .maml import Adapted, head_names, train_maml
-from .models import conv4_for
-from .pretrain import Classifier
+from .inner_loop import head_names
+from .maml import Adapted
+from .meta_train import train_maml
+from .models import Classifier, conv4_for
 from .results import row
 from .study import fit
 from .train import TrainResult

@@ -36,8 +36,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from .episodes import ClassDataset, Episode, EpisodeSampler, make_generator
 from .fast_maml import batched_meta_loss, parallel_meta_loss
 from .maml import meta_loss
-from .models import conv4_for
-from .pretrain import Classifier
+from .models import Classifier, conv4_for
 
 Step = Callable[[Episode], dict[str, torch.Tensor]]  # one meta-step: episode -> meta-gradients by parameter name
 

@@ -1,4 +1,4 @@
-"""Backbones shared by every method: Conv-4 and an MLP.
+"""Backbones shared by every method: Conv-4, an MLP, and a backbone with a linear head (Classifier).
 
 Conv-4 (Vinyals et al. 2016; Snell et al. 2017; Finn et al. 2017) is 4 blocks of
 [conv 3x3, 64 filters -> BatchNorm -> ReLU -> max-pool 2x2]. On 28x28x1 Omniglot it ends at 1x1x64
@@ -55,3 +55,14 @@ def mlp(sizes: list[int], activation: type[nn.Module] = nn.ReLU) -> nn.Sequentia
             layers.append(activation())
     return nn.Sequential(*layers)
 
+
+class Classifier(nn.Module):
+    """A backbone and a linear head over ``num_classes``."""
+
+    def __init__(self, backbone: nn.Module, num_classes: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(backbone.feature_dim, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from .data import atomic_path
+from .files import atomic_path
 
 ROOT = Path(__file__).resolve().parents[2]
 SCALES = {"study": ("params.yaml", "reports"), "paper": ("params_paper.yaml", "reports/paper")}

@@ -8,7 +8,7 @@ import matplotlib
 import matplotlib.figure
 import seaborn as sns
 
-from .data import atomic_path
+from .files import atomic_path
 
 
 def set_style() -> None:

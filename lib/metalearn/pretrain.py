@@ -18,21 +18,8 @@ from torch import nn
 
 from .episodes import ClassDataset, Episode
 from .evaluate import PredictFn
-from .models import conv4_for
 from .protonet import prototype_logits
 from .train import TrainResult, train
-
-
-class Classifier(nn.Module):
-    """A backbone and a linear head over ``num_classes``."""
-
-    def __init__(self, backbone: nn.Module, num_classes: int) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.head = nn.Linear(backbone.feature_dim, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(x))
 
 
 def augment_batch(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
@@ -48,14 +35,15 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> 
                   torch.arange(x.shape[1], device=x.device)[None, :, None, None], rows, cols]
 
 
-def pretrain(dataset: ClassDataset, steps: int, batch_size: int = 128, lr: float = 1e-3, *, seed: int,
-             augment: bool = False, checkpoint: Path | None = None, progress: bool = True,
-             log_every: int = 50) -> tuple[Classifier, TrainResult]:
-    """Train Conv-4 + a linear head on all classes of ``dataset`` (Adam, cosine-annealed learning rate)."""
+def pretrain(model: nn.Module, dataset: ClassDataset, steps: int, *, batch_size: int = 128, lr: float = 1e-3,
+             halve_lr_every: int = 0, seed: int, augment: bool = False, checkpoint: Path | None = None,
+             progress: bool = True, log_every: int = 50, desc: str = "") -> TrainResult:
+    """Train ``model`` (e.g. Conv-4 + a linear head over ``dataset.num_classes``) on mini-batches of all classes of
+    ``dataset``: Adam with a cosine-annealed learning rate (``halve_lr_every`` must stay 0)."""
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
-    torch.manual_seed(seed)
-    model = Classifier(conv4_for(tuple(dataset.images.shape[2:])), dataset.num_classes).to(dataset.device)
+    if halve_lr_every:
+        raise ValueError("pre-training anneals the learning rate with a cosine; halve_lr_every must be 0")
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
     images = dataset.images.flatten(0, 1)  # [classes*per_class, C, H, W] uint8
@@ -70,9 +58,8 @@ def pretrain(dataset: ClassDataset, steps: int, batch_size: int = 128, lr: float
         acc = (logits.argmax(1) == batch[1]).float().mean().item() * 100
         return F.cross_entropy(logits, batch[1]), {"accuracy": acc}
 
-    result = train(model, loss_fn, batch_fn, steps, opt, seed=seed, scheduler=sched, checkpoint=checkpoint,
-                   desc=f"pretrain {dataset.name}", progress=progress, log_every=log_every)
-    return model, result
+    return train(model, loss_fn, batch_fn, steps, opt, seed=seed, scheduler=sched, checkpoint=checkpoint,
+                 desc=desc or f"pretrain {dataset.name}", progress=progress, log_every=log_every)
 
 
 @torch.no_grad()

@@ -15,7 +15,7 @@ from torch import nn
 
 from .episodes import RegressionTasks, make_generator, sample_sinusoid
 from .evaluate import mean_ci95
-from .maml import adapt, check_inner_loop
+from .inner_loop import adapt, check_inner_loop
 from .models import mlp
 
 

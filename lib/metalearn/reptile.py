@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .maml import LossFn, Params, Tasks, TaskSampler, adapt, check_inner_loop
+from .inner_loop import LossFn, Params, Tasks, TaskSampler, adapt, check_inner_loop
 from .train import TrainResult, train
 
 
@@ -71,7 +71,7 @@ def train_reptile(model: nn.Module, sampler: TaskSampler, steps: int, *, tasks: 
     ``regression``); ε = ``lr``, annealed linearly to 0 when ``anneal`` (as in Nichol et al.), else halved every
     ``halve_lr_every`` steps (0: constant). ``inner_batch``: see :func:`reptile_direction`. ``outer="adam"`` feeds
     θ − θ̃ to Adam as a gradient instead (Nichol et al. §3), the outer optimizer of
-    :func:`metalearn.maml.train_maml`."""
+    :func:`metalearn.meta_train.train_maml`."""
     check_inner_loop(model, inner_steps, inner_lr, None)
     if inner_steps < 1:
         raise ValueError("Reptile needs inner_steps >= 1 (with 0 it does not move)")

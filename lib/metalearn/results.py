@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .data import atomic_path
+from .files import atomic_path
 
 COLUMNS = ["notebook", "method", "dataset", "ways", "shots", "metric", "value", "ci95", "n_test", "scale",
            "train_seconds", "device", "seed"]

@@ -69,7 +69,8 @@ def write_omniglot_layout(root: Path | None = None, data_dir: Path | None = None
     import numpy as np
     from torchmeta.datasets.utils import get_asset
 
-    from .data import atomic_path, default_data_dir, ensure_prepared, file_hashes
+    from .data import default_data_dir, ensure_prepared
+    from .files import atomic_path, file_hashes
 
     root = Path(root) if root is not None else Path(data_dir or default_data_dir()) / "torchmeta"
     folder = root / "omniglot"

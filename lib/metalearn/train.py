@@ -20,10 +20,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .data import atomic_path
 from .episodes import make_generator
+from .files import atomic_path
 
-LossFn = Callable[[nn.Module, Any], tuple[torch.Tensor, dict[str, float]]]
+StepFn = Callable[[nn.Module, Any], tuple[torch.Tensor, dict[str, float]]]  # (model, batch) -> (loss, metrics)
 BatchFn = Callable[[int, torch.Generator], Any]
 
 
@@ -46,7 +46,7 @@ class TrainResult:
     resumed_from: int = 0
 
 
-def train(model: nn.Module, loss_fn: LossFn, batch_fn: BatchFn, steps: int, optimizer: torch.optim.Optimizer,
+def train(model: nn.Module, loss_fn: StepFn, batch_fn: BatchFn, steps: int, optimizer: torch.optim.Optimizer,
           *, seed: int, scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
           checkpoint: Path | None = None, checkpoint_every: int = 500, log_every: int = 50,
           desc: str = "train", progress: bool = True) -> TrainResult:
