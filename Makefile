@@ -1,6 +1,9 @@
-# Two entry points (README "Quick start"):
+# Entry points (README "Quick start"):
 #   make reports   set up .venv if missing, then `dvc repro` (every stage at study scale)
 #   make test      set up .venv if missing, then ruff + unit tests + nbval on every notebook
+#   make paper     every chapter at the papers' budgets (for a GPU), at most MINUTES of training per call;
+#                  exits with status 75 "not finished" until done: repeat the same call
+MINUTES ?= 8
 # DATA_MIRROR (a folder or URL mirroring the data sets) is passed through; unset = official URLs.
 
 PY ?= python3.11
@@ -10,7 +13,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup reports test lint clean-scratch
+.PHONY: setup reports paper test lint clean-scratch
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -25,6 +28,9 @@ setup: $(BIN)/.installed
 
 reports: setup
 	dvc repro
+
+paper: setup
+	python -m metalearn.pipeline all --scale paper --minutes $(MINUTES)
 
 lint: setup
 	ruff check lib tests notebooks

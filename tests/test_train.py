@@ -7,10 +7,10 @@ import torch
 import torch.nn.functional as F
 from metalearn.episodes import EpisodeSampler
 from metalearn.models import Conv4
-from metalearn.train import checkpoint_path, step_seed, train
+from metalearn.train import NonFiniteLoss, step_seed, train
 
 
-def _run(omniglot_train, ckpt, steps=12, interrupt_at=None):
+def _run(omniglot_train, ckpt, steps=12, interrupt_at=None, nan_at=None):
     torch.manual_seed(0)
     model = torch.nn.Sequential(Conv4(), torch.nn.Dropout(0.3), torch.nn.Linear(64, 5))  # dropout: global RNG
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -25,7 +25,10 @@ def _run(omniglot_train, ckpt, steps=12, interrupt_at=None):
 
     def loss_fn(m, batch):
         logits = m(batch[0])
-        return F.cross_entropy(logits, batch[1]), {"accuracy": (logits.argmax(1) == batch[1]).float().mean().item()}
+        loss = F.cross_entropy(logits, batch[1])
+        if nan_at is not None and torch.initial_seed() == step_seed(3, nan_at - 1):
+            loss = loss * float("nan")  # step nan_at (train reseeds torch with the step's seed)
+        return loss, {"accuracy": (logits.argmax(1) == batch[1]).float().mean().item()}
 
     result = train(model, loss_fn, batch_fn, steps, opt, seed=3, scheduler=sched, checkpoint=ckpt,
                    checkpoint_every=5, log_every=2, progress=False)
@@ -49,11 +52,29 @@ def test_loss_falls(omniglot_train):
     assert result.history[-1]["loss"] < result.history[0]["loss"]
 
 
-def test_checkpoint_path_depends_on_config(tmp_path):
-    a = checkpoint_path(tmp_path, "x", {"lr": 0.1, "steps": 10})
-    assert a == checkpoint_path(tmp_path, "x", {"steps": 10, "lr": 0.1})
-    assert a != checkpoint_path(tmp_path, "x", {"lr": 0.2, "steps": 10})
+def test_step_seeds_differ():
     assert step_seed(0, 1) != step_seed(0, 2) != step_seed(1, 1)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(omniglot_train, tmp_path):
+    ckpt = tmp_path / "c.pt"
+    with pytest.raises(NonFiniteLoss, match=r"train: the loss is nan at step 7; the last finite loss was [\d.]+ at "
+                                            r"step 6; the checkpoint .*c.pt is kept"):
+        _run(omniglot_train, ckpt, nan_at=7)
+    assert torch.load(ckpt, weights_only=True)["step"] == 5  # the step-5 checkpoint, not overwritten
+
+
+def test_damaged_checkpoint_is_moved_aside_and_the_run_starts_over(omniglot_train, tmp_path, capsys):
+    straight, straight_res = _run(omniglot_train, tmp_path / "a.pt", steps=6)
+    ckpt = tmp_path / "b.pt"
+    with pytest.raises(KeyboardInterrupt):
+        _run(omniglot_train, ckpt, steps=6, interrupt_at=5)
+    ckpt.write_bytes(ckpt.read_bytes()[:2000])  # truncated
+    again, again_res = _run(omniglot_train, ckpt, steps=6)
+    assert "refused the checkpoint" in capsys.readouterr().out and (tmp_path / "b.pt.bad").exists()
+    assert again_res.resumed_from == 0 and again_res.history == straight_res.history
+    for a, b in zip(straight.state_dict().values(), again.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
 def test_bad_arguments():

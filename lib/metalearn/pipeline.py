@@ -1,72 +1,177 @@
-"""Run a study notebook through papermill at a given scale (what each DVC stage calls).
+"""Run study notebooks through papermill at a given scale (what each DVC stage and ``make paper`` call).
 
-    python -m metalearn.pipeline 00_background                 # study scale: params.yaml -> reports/
-    python -m metalearn.pipeline 00_background --scale paper   # papers' budgets: params_paper.yaml -> reports/paper/
+    python -m metalearn.pipeline 00_background                              # study scale: params.yaml -> reports/
+    python -m metalearn.pipeline 00_background --scale paper                # papers' budgets -> reports/paper/
+    python -m metalearn.pipeline all --scale paper --minutes 8              # every chapter, at most 8 min of training
 
-The notebook's ``parameters`` cell holds the smoke scale (what nbval runs); the scale's parameter
-file overrides it. The executed notebook and an HTML rendering land in ``<out_dir>/notebooks/``.
+The notebook's ``parameters`` cell holds the smoke scale (what nbval runs); the scale's parameter file overrides
+it, and every key of that file is checked against the notebooks' parameters before anything runs. The executed
+notebook and an HTML rendering land in ``<out_dir>/notebooks/``; trained models in ``models/`` (``models/paper/``).
+
+With ``--minutes M`` training stops after M minutes (at least one step per model), saves its state and the command
+exits with status 75, "not finished, run again"; run again, it continues where it stopped. A chapter writes its
+reports once all its models are trained. ``all`` skips a chapter whose reports at that scale came from the same
+notebook, parameters and library source (DVC does this for the study scale).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
+import os
 import shutil
+import sys
+import time
 from pathlib import Path
 
 import yaml
 
 from .files import atomic_path
+from .source import closure, code_imports, source_hashes
+from .train import DEADLINE_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
-SCALES = {"study": ("params.yaml", "reports"), "paper": ("params_paper.yaml", "reports/paper")}
+SCALES = {"study": ("params.yaml", "reports", "models"), "paper": ("params_paper.yaml", "reports/paper", "models/paper")}
+NOT_FINISHED = 75  # EX_TEMPFAIL: the time budget ran out; the same command continues the work
 
 
-def notebook_parameters(notebook: str, scale: str) -> dict:
-    """The parameters a stage passes to ``notebook`` at ``scale`` (validated before anything runs)."""
+class NotFinished(RuntimeError):
+    """A notebook stopped at its time budget with its training state saved."""
+
+
+def notebooks(root: Path = ROOT) -> list[str]:
+    """The chapters in order (``notebooks/*.ipynb``)."""
+    return sorted(p.stem for p in (root / "notebooks").glob("*.ipynb"))
+
+
+def declared_parameters(notebook: str, root: Path = ROOT) -> dict:
+    """The names and defaults of a notebook's ``parameters`` cell."""
+    from papermill.inspection import inspect_notebook
+
+    return inspect_notebook(str(root / "notebooks" / f"{notebook}.ipynb"))
+
+
+def check_params(scale: str, root: Path = ROOT) -> dict[str, dict]:
+    """The scale's parameter file, every section a notebook and every key one of its parameters; a ``ValueError``
+    naming the section or key and the allowed ones otherwise."""
     if scale not in SCALES:
         raise ValueError(f"unknown scale {scale!r}; choose from {', '.join(SCALES)} (smoke = the notebook defaults)")
-    params_file, out_dir = SCALES[scale]
-    params = yaml.safe_load((ROOT / params_file).read_text()) or {}
+    params_file = SCALES[scale][0]
+    params = yaml.safe_load((root / params_file).read_text()) or {}
+    chapters = notebooks(root)
+    for section, values in params.items():
+        if section not in chapters:
+            raise ValueError(f"{params_file}: section {section!r} is not a notebook; notebooks: {', '.join(chapters)}")
+        allowed = set(declared_parameters(section, root)) - {"scale", "out_dir", "models_dir"}
+        unknown = sorted(set(values or {}) - allowed)
+        if unknown:
+            raise ValueError(f"{params_file}: {section}.{unknown[0]} is not a parameter of notebooks/{section}.ipynb;"
+                             f" allowed keys: {', '.join(sorted(allowed))}")
+    return params
+
+
+def notebook_parameters(notebook: str, scale: str, root: Path = ROOT) -> dict:
+    """The parameters a stage passes to ``notebook`` at ``scale`` (validated before anything runs)."""
+    params = check_params(scale, root)
+    params_file, out_dir, models_dir = SCALES[scale]
     if notebook not in params:
         raise ValueError(f"{params_file} has no section {notebook!r}; sections: {', '.join(params)}")
     # papermill runs with notebooks/ as the working directory
-    return {**params[notebook], "scale": scale, "out_dir": f"../{out_dir}"}
+    return {**params[notebook], "scale": scale, "out_dir": f"../{out_dir}", "models_dir": f"../{models_dir}"}
 
 
-def run(notebook: str, scale: str = "study") -> Path:
-    """Execute ``notebooks/<notebook>.ipynb`` at ``scale``; return the executed notebook's path."""
+def inputs_digest(notebook: str, scale: str, root: Path = ROOT) -> str:
+    """A hash of what a chapter's reports at ``scale`` come from: the notebook, its parameters and the source of
+    the library modules it imports."""
+    source = root / "notebooks" / f"{notebook}.ipynb"
+    cells = json.loads(source.read_text())["cells"]
+    code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+    blob = json.dumps({"notebook": hashlib.sha256(source.read_bytes()).hexdigest(),
+                       "params": notebook_parameters(notebook, scale, root),
+                       "lib": source_hashes(closure(code_imports(code) | {"pipeline"}))}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def run(notebook: str, scale: str = "study", minutes: float | None = None, root: Path = ROOT) -> Path:
+    """Execute ``notebooks/<notebook>.ipynb`` at ``scale``; return the executed notebook's path. With ``minutes``,
+    training stops and saves after that long (:class:`NotFinished`)."""
     import nbformat
     import papermill
     from nbconvert import HTMLExporter
+    from papermill.exceptions import PapermillExecutionError
 
-    source = ROOT / "notebooks" / f"{notebook}.ipynb"
+    source = root / "notebooks" / f"{notebook}.ipynb"
     if not source.exists():
-        raise FileNotFoundError(f"no notebook {source.relative_to(ROOT)}")
-    parameters = notebook_parameters(notebook, scale)
-    out = ROOT / SCALES[scale][1] / "notebooks" / f"{notebook}.ipynb"
+        raise FileNotFoundError(f"no notebook {source.relative_to(root)}")
+    parameters = notebook_parameters(notebook, scale, root)
+    out = root / SCALES[scale][1] / "notebooks" / f"{notebook}.ipynb"
     failed = out.with_suffix(".failed.ipynb")
-    with atomic_path(out, suffix=".ipynb") as tmp:
-        try:
-            papermill.execute_notebook(str(source), str(tmp), parameters=parameters, cwd=str(source.parent),
-                                       kernel_name="python3", progress_bar=False)
-        except Exception:
-            if tmp.exists():  # keep the executed cells and the traceback for the reader
-                shutil.copy(tmp, failed)
-                print(f"the failed run is in {failed.relative_to(ROOT)}")
-            raise
+    env_before = os.environ.get(DEADLINE_ENV)
+    if minutes is not None:  # the kernel inherits the environment
+        os.environ[DEADLINE_ENV] = str(time.time() + 60 * minutes)
+    try:
+        with atomic_path(out, suffix=".ipynb") as tmp:
+            try:
+                papermill.execute_notebook(str(source), str(tmp), parameters=parameters, cwd=str(source.parent),
+                                           kernel_name="python3", progress_bar=False)
+            except PapermillExecutionError as e:
+                if e.ename == "BudgetExhausted":
+                    raise NotFinished(f"{notebook}: {e.evalue}") from None
+                if tmp.exists():  # keep the executed cells and the traceback for the reader
+                    shutil.copy(tmp, failed)
+                    print(f"the failed run is in {failed.relative_to(root)}")
+                raise
+    finally:
+        if env_before is None:
+            os.environ.pop(DEADLINE_ENV, None)
+        else:
+            os.environ[DEADLINE_ENV] = env_before
     failed.unlink(missing_ok=True)
     body, _ = HTMLExporter().from_notebook_node(nbformat.read(out, as_version=4))
     with atomic_path(out.with_suffix(".html")) as tmp:
         tmp.write_text(body)
+    if scale != "study":  # DVC tracks the study scale's inputs in dvc.lock
+        with atomic_path(out.with_suffix(".inputs")) as tmp:
+            tmp.write_text(inputs_digest(notebook, scale, root) + "\n")
     return out
+
+
+def run_all(scale: str, minutes: float | None = None, root: Path = ROOT) -> list[str]:
+    """Every chapter in order within one budget of ``minutes``, skipping those whose reports are up to date;
+    return the chapters that ran. Raises :class:`NotFinished` at the first chapter the budget stops."""
+    check_params(scale, root)
+    start, ran = time.time(), []
+    for notebook in notebooks(root):
+        done = root / SCALES[scale][1] / "notebooks" / f"{notebook}.inputs"
+        if done.exists() and done.read_text().strip() == inputs_digest(notebook, scale, root):
+            print(f"{notebook}: up to date at the {scale} scale")
+            continue
+        left = None if minutes is None else max(0.0, minutes - (time.time() - start) / 60)
+        print(f"{notebook}: running at the {scale} scale" + (f", {left:.1f} min of budget left" if left is not None
+                                                          else ""))
+        print(run(notebook, scale, left, root))
+        ran.append(notebook)
+    return ran
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m metalearn.pipeline", description=__doc__.split("\n")[0])
-    parser.add_argument("notebook", help="e.g. 00_background")
+    parser.add_argument("notebook", help="e.g. 00_background, or all")
     parser.add_argument("--scale", default="study", choices=sorted(SCALES))
+    parser.add_argument("--minutes", type=float, default=None,
+                        help="stop training after this many minutes, save, and exit with status 75 (run again)")
     args = parser.parse_args(argv)
-    print(run(args.notebook, args.scale))
+    if args.minutes is not None and args.minutes < 0:
+        parser.error(f"--minutes must be >= 0, got {args.minutes}")
+    try:
+        if args.notebook == "all":
+            run_all(args.scale, args.minutes)
+        else:
+            print(run(args.notebook, args.scale, args.minutes))
+    except NotFinished as e:
+        print(f"NOT FINISHED (run the same command again to continue): {e}", file=sys.stderr)
+        sys.exit(NOT_FINISHED)
 
 
 if __name__ == "__main__":

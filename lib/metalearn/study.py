@@ -12,26 +12,48 @@ from torch import nn
 from .episodes import ClassDataset, EpisodeSampler
 from .evaluate import EvalResult, evaluate
 from .fewshot import predictor, train_episodic
-from .train import TrainResult, checkpoint_path
+from .model_store import ModelStore, model_key
+from .train import TrainResult
 
 
 def fit(name: str, model: nn.Module, data: EpisodeSampler | ClassDataset, steps: int, *, notebook: str, seed: int,
-        checkpoint_dir: str = "", lr: float = 1e-3, halve_lr_every: int = 0,
-        train_fn: Callable[..., TrainResult] = train_episodic, **train_kwargs: object) -> tuple[pd.DataFrame, float]:
+        checkpoint_dir: str = "", models_dir: str = "", read_only: bool = False, lr: float = 1e-3,
+        halve_lr_every: int = 0, train_fn: Callable[..., TrainResult] = train_episodic,
+        **train_kwargs: object) -> tuple[pd.DataFrame, float]:
     """Train ``model`` for ``steps`` steps with ``train_fn(model, data, steps, ...)`` (episodic by default;
-    ``train_kwargs`` go to ``train_fn``), checkpointed under ``checkpoint_dir`` when given, keyed by the
-    configuration and the library's code; return its training curve and training seconds."""
+    ``train_kwargs`` go to ``train_fn``), or reuse it; return its training curve and training seconds.
+
+    With ``models_dir``, the final weights are kept in ``<models_dir>/<notebook>/<name>.pt`` and reused while the
+    model's key (configuration, source of the modules the fit imports, torch version) is unchanged; with
+    ``read_only`` they must be there (another notebook's models). With ``checkpoint_dir``, an unfinished run
+    resumes from its state there. One line says whether the model was reused, resumed or trained, and why.
+    """
     if isinstance(data, EpisodeSampler):
         what = f"{data.dataset.name}, {data.ways}-way {data.shots}-shot {data.queries}-query episodes"
     else:
         what = data.name
     config = dict(name=name, data=what, steps=steps, lr=lr, halve_lr_every=halve_lr_every, seed=seed,
-                  model=repr(model), **train_kwargs)
-    ckpt = checkpoint_path(Path(checkpoint_dir), f"{notebook}-{name}", config) if checkpoint_dir else None
+                  model=repr(model), trainer=f"{train_fn.__module__}.{train_fn.__qualname__}", **train_kwargs)
+    key = model_key(config, train_fn, model, data, *train_kwargs.values())
+    store = ModelStore(models_dir, notebook) if models_dir else None
+    why = "no models folder set (smoke scale)"
+    if store is not None:
+        record, why = store.load(name, model, key)
+        if record is not None:
+            print(f"{name}: reused {store.weights(name)} ({record['steps']} steps, key {key.digest[:12]} unchanged)")
+            return pd.DataFrame(record["history"]).assign(model=name), record["seconds"]
+        if read_only:
+            raise FileNotFoundError(f"{name}: {why}; train chapter {notebook}'s models first (dvc repro {notebook})")
+    ckpt = Path(checkpoint_dir) / f"{notebook}-{name}-{key.digest[:16]}.pt" if checkpoint_dir else None
+    action = "resuming its unfinished run" if ckpt is not None and ckpt.exists() else "training"
+    print(f"{name}: {action} ({why})")
     res = train_fn(model, data, steps, lr=lr, halve_lr_every=halve_lr_every, seed=seed, checkpoint=ckpt,
                    log_every=max(1, steps // 40), desc=name, **train_kwargs)
+    if store is not None:
+        store.save(name, model, key, steps, res)
     print(f"{name}: {steps} steps on {what} in {res.seconds:.0f} s"
-          + (f" (resumed at {res.resumed_from})" if res.resumed_from else ""))
+          + (f" (resumed at {res.resumed_from})" if res.resumed_from else "")
+          + (f", saved to {store.weights(name)}" if store is not None else ""))
     return pd.DataFrame(res.history).assign(model=name), res.seconds
 
 

@@ -1,13 +1,19 @@
-"""The training loop every method shares: seeded steps, a progress bar, checkpoint and resume.
+"""The training loop every method shares: seeded steps, a progress bar, checkpoint and resume, a time budget.
 
 Each step ``t`` draws its batch with a generator seeded from ``(seed, t)`` and reseeds torch's global
 generator the same way, so step ``t`` sees the same data and randomness whether the run was
 interrupted and resumed or not: a resumed run ends with the same weights and metrics.
+
+Time budget: when the environment variable ``METALEARN_DEADLINE`` (a Unix time, set by
+``python -m metalearn.pipeline ... --minutes M``) has passed, a run saves its state after the current step
+and raises :class:`BudgetExhausted`; run again, it continues from there. Every call makes at least one step.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
+import os
 import random
 import time
 from collections.abc import Callable
@@ -25,6 +31,26 @@ from .files import atomic_path
 
 StepFn = Callable[[nn.Module, Any], tuple[torch.Tensor, dict[str, float]]]  # (model, batch) -> (loss, metrics)
 BatchFn = Callable[[int, torch.Generator], Any]
+
+
+DEADLINE_ENV = "METALEARN_DEADLINE"
+
+
+class BudgetExhausted(RuntimeError):
+    """Training stopped at the time budget with its state saved: run the same command again to continue."""
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN or infinite; the last checkpoint (if any) is kept, nothing was saved over it."""
+
+
+def deadline() -> float | None:
+    """The Unix time at which training stops and saves (``METALEARN_DEADLINE``), or None (no budget)."""
+    value = os.environ.get(DEADLINE_ENV, "")
+    try:
+        return float(value) if value else None
+    except ValueError:
+        raise ValueError(f"{DEADLINE_ENV} must be a Unix time in seconds, got {value!r}") from None
 
 
 def seed_everything(seed: int) -> None:
@@ -61,9 +87,10 @@ def train(model: nn.Module, loss_fn: StepFn, batch_fn: BatchFn, steps: int, opti
     if checkpoint_every <= 0 or log_every <= 0:
         raise ValueError("checkpoint_every and log_every must be positive")
     device = next(model.parameters()).device
+    stop_at = deadline()
     result, start = TrainResult(), 0
-    if checkpoint is not None and Path(checkpoint).exists():
-        state = torch.load(checkpoint, map_location=device, weights_only=False)
+    state = read_checkpoint(Path(checkpoint), device) if checkpoint is not None else None
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         if scheduler is not None:
@@ -88,17 +115,27 @@ def train(model: nn.Module, loss_fn: StepFn, batch_fn: BatchFn, steps: int, opti
     t0 = time.perf_counter()
     bar = tqdm(range(start, steps), desc=desc, initial=start, total=steps, disable=not progress,
                mininterval=10.0, leave=False)
+    last_finite: tuple[int, float] | None = None
     for step in bar:
         s = step_seed(seed, step)
         torch.manual_seed(s)
         batch = batch_fn(step, make_generator(s, device))
         loss, metrics = loss_fn(model, batch)
+        value = loss.item()
+        if not math.isfinite(value):
+            bar.close()
+            last = (f"the last finite loss was {last_finite[1]:.4g} at step {last_finite[0]}" if last_finite
+                    else "no finite loss in this run")
+            kept = f"; the checkpoint {checkpoint} is kept as it was" if checkpoint is not None else ""
+            raise NonFiniteLoss(f"{desc}: the loss is {value} at step {step + 1}; {last}{kept}. Lower the learning "
+                                "rate (or the inner step size) and run again")
+        last_finite = (step + 1, value)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
-        for k, v in {"loss": loss.item(), **metrics}.items():
+        for k, v in {"loss": value, **metrics}.items():
             running[k] = running.get(k, 0.0) + float(v)
         count += 1
         if (step + 1) % log_every == 0 or step + 1 == steps:
@@ -106,10 +143,16 @@ def train(model: nn.Module, loss_fn: StepFn, batch_fn: BatchFn, steps: int, opti
             result.history.append(row)
             bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k != "step"}, refresh=False)
             running, count = {}, 0
-        if (step + 1) % checkpoint_every == 0 and step + 1 < steps:
+        out_of_time = stop_at is not None and time.time() >= stop_at and step + 1 < steps
+        if ((step + 1) % checkpoint_every == 0 and step + 1 < steps) or out_of_time:
             result.seconds += time.perf_counter() - t0
             t0 = time.perf_counter()
             save(step + 1)
+        if out_of_time:
+            bar.close()
+            raise BudgetExhausted(f"{desc}: stopped at step {step + 1} of {steps} (time budget spent)"
+                                  + (f"; its state is saved in {checkpoint}: run again to continue" if checkpoint
+                                     is not None else "; no checkpoint was set, so the next run starts over"))
     bar.close()
     result.seconds += time.perf_counter() - t0
     save(steps)
@@ -117,13 +160,20 @@ def train(model: nn.Module, loss_fn: StepFn, batch_fn: BatchFn, steps: int, opti
     return result
 
 
-def checkpoint_path(root: Path, name: str, config: dict) -> Path:
-    """A checkpoint file keyed by ``config`` and the library's source code.
-
-    A changed parameter or a changed line of ``metalearn`` gives a new file, so a stale checkpoint
-    is never resumed into results that claim to come from the current code.
-    """
-    h = hashlib.sha256(repr(sorted(config.items())).encode())
-    for src in sorted(Path(__file__).parent.glob("*.py")):
-        h.update(src.read_bytes())
-    return Path(root) / f"{name}-{h.hexdigest()[:16]}.pt"
+def read_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict | None:
+    """A run's saved state, loaded with ``weights_only=True``; None when there is none. An unreadable file
+    (truncated, corrupted, or not a checkpoint) is reported and moved aside to ``<name>.bad``, and the run starts
+    over: it is never silently used."""
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+        if not isinstance(state, dict) or not {"model", "optimizer", "step", "history"} <= set(state):
+            raise ValueError("not a training checkpoint (missing model/optimizer/step/history)")
+    except Exception as e:  # torch raises several types for a damaged or foreign file
+        bad = path.with_suffix(path.suffix + ".bad")
+        os.replace(path, bad)
+        print(f"refused the checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0][:200]}; "
+              f"moved it to {bad.name} and starting over")
+        return None
+    return state

@@ -1,0 +1,148 @@
+"""Trained models: keyed by what their fit imports, kept as plain state_dicts, reused, refused when damaged,
+and trained under a time budget that stops and resumes to bit-identical weights."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from metalearn import source
+from metalearn.episodes import EpisodeSampler
+from metalearn.meta_train import train_maml
+from metalearn.model_store import fit_modules, model_key
+from metalearn.models import Classifier, conv4_for
+from metalearn.protonet import ProtoNet
+from metalearn.study import fit
+from metalearn.train import DEADLINE_ENV, BudgetExhausted
+
+
+def _protonet_key(sampler):
+    from metalearn.fewshot import train_episodic
+
+    model = ProtoNet(conv4_for((1, 28, 28), hidden=8))
+    return model_key({"name": "p"}, train_episodic, model, sampler)
+
+
+def _maml_key(sampler):
+    model = Classifier(conv4_for((1, 28, 28), hidden=8), 5)
+    return model_key({"name": "m"}, train_maml, model, sampler)
+
+
+@pytest.fixture()
+def lib_copy(tmp_path, monkeypatch):
+    """A copy of the library's source that the key is read from, so a test can edit a module."""
+    copy = tmp_path / "metalearn"
+    shutil.copytree(source.LIB, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(source, "LIB", copy)
+
+    def edit(module: str) -> None:
+        path = copy / f"{module}.py"
+        path.write_text(path.read_text() + "\n# an edit\n")
+
+    return edit
+
+
+@pytest.mark.parametrize("module, protonet_changes, maml_changes", [
+    ("plotting", False, False), ("results", False, False), ("maml_benchmark", False, False),
+    ("protonet", True, False), ("maml", False, True), ("models", True, True), ("train", True, True),
+])
+def test_key_follows_the_fits_imports(omniglot_train, lib_copy, module, protonet_changes, maml_changes):
+    sampler = EpisodeSampler(omniglot_train, 5, 1, 1)
+    before = _protonet_key(sampler).digest, _maml_key(sampler).digest
+    lib_copy(module)
+    after = _protonet_key(sampler).digest, _maml_key(sampler).digest
+    assert (before[0] != after[0], before[1] != after[1]) == (protonet_changes, maml_changes)
+
+
+def test_fit_modules_are_the_closure():
+    from metalearn.fewshot import train_episodic
+
+    mods = fit_modules(train_episodic, ProtoNet(conv4_for((1, 28, 28), hidden=8)))
+    assert {"fewshot", "train", "protonet", "models", "episodes"} <= set(mods)
+    assert not {"plotting", "results", "maml", "maml_benchmark", "data", "pipeline"} & set(mods)
+    assert model_key({"f": len}, len).config == {"f": "builtins.len"}  # a callable by name, not by address
+
+
+def _fit(sampler, steps, **kw):
+    torch.manual_seed(0)
+    model = ProtoNet(conv4_for((1, 28, 28), hidden=8))
+    curve, seconds = fit("proto", model, sampler, steps, notebook="nb", seed=1, halve_lr_every=2, **kw)
+    return model, curve
+
+
+def _same_weights(a, b):
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        torch.testing.assert_close(x, y, rtol=0, atol=0, msg=f"{name} differs")
+
+
+def test_models_are_stored_reused_and_retrained(omniglot_train, tmp_path, capsys):
+    sampler, models = EpisodeSampler(omniglot_train, 5, 1, 2), tmp_path / "models"
+    first, curve = _fit(sampler, 4, models_dir=str(models))
+    assert "proto: training (no stored model" in capsys.readouterr().out
+    record = json.loads((models / "nb" / "proto.json").read_text())
+    assert record["steps"] == 4 and record["history"][-1]["step"] == 4 and "protonet.py" in record["sources"]
+    assert "plotting.py" not in record["sources"]
+    state = torch.load(models / "nb" / "proto.pt", weights_only=True)
+    assert set(state) == set(first.state_dict())  # a plain state_dict
+
+    again, again_curve = _fit(sampler, 4, models_dir=str(models))
+    assert "proto: reused" in capsys.readouterr().out
+    _same_weights(first, again)
+    assert again_curve.equals(curve)
+
+    _fit(sampler, 5, models_dir=str(models))
+    assert "proto: training (steps: 4 -> 5)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("damage", ["truncate", "foreign"])
+def test_damaged_weights_are_refused_and_retrained(omniglot_train, tmp_path, capsys, damage):
+    sampler, models = EpisodeSampler(omniglot_train, 5, 1, 2), tmp_path / "models"
+    first, _ = _fit(sampler, 3, models_dir=str(models))
+    weights, record_path = models / "nb" / "proto.pt", models / "nb" / "proto.json"
+    if damage == "truncate":
+        weights.write_bytes(weights.read_bytes()[:1000])
+        reason = "sha256 does not match"
+    else:  # a pickle that runs code on load; its record claims it is the right file
+        import hashlib
+        import pickle
+
+        class Evil:
+            def __reduce__(self):
+                return (print, ("pwned",))
+
+        weights.write_bytes(pickle.dumps({"x": Evil()}, protocol=2))
+        record = json.loads(record_path.read_text())
+        record["sha256"] = hashlib.sha256(weights.read_bytes()).hexdigest()
+        record_path.write_text(json.dumps(record))
+        reason = "UnpicklingError"
+    capsys.readouterr()
+    again, _ = _fit(sampler, 3, models_dir=str(models))
+    out = capsys.readouterr().out
+    assert "refused" in out and reason in out and "pwned" not in out and "proto: training" in out
+    _same_weights(first, again)  # retrained to the same weights (seeded), and stored again
+    assert torch.load(weights, weights_only=True).keys() == first.state_dict().keys()
+
+
+def test_read_only_needs_the_other_notebooks_model(omniglot_train, tmp_path):
+    with pytest.raises(FileNotFoundError, match="dvc repro nb"):
+        _fit(EpisodeSampler(omniglot_train, 5, 1, 2), 3, models_dir=str(tmp_path), read_only=True)
+
+
+def test_budget_stops_and_resumes_bit_identical(omniglot_train, tmp_path, monkeypatch, capsys):
+    """Stopped by the time budget three times (every call makes one step), resumed each time: the same weights,
+    curve and record as a run that was never stopped."""
+    sampler = EpisodeSampler(omniglot_train, 5, 1, 2)
+    straight, straight_curve = _fit(sampler, 4, models_dir=str(tmp_path / "a"), checkpoint_dir=str(tmp_path / "ca"))
+    monkeypatch.setenv(DEADLINE_ENV, "0")  # already past: stop after each step
+    for stop in (1, 2, 3):
+        with pytest.raises(BudgetExhausted, match=f"stopped at step {stop} of 4"):
+            _fit(sampler, 4, models_dir=str(tmp_path / "b"), checkpoint_dir=str(tmp_path / "cb"))
+        assert not (tmp_path / "b" / "nb" / "proto.pt").exists()  # no final model until training ends
+    resumed, resumed_curve = _fit(sampler, 4, models_dir=str(tmp_path / "b"), checkpoint_dir=str(tmp_path / "cb"))
+    assert "resumed at 3" in capsys.readouterr().out
+    _same_weights(straight, resumed)
+    assert resumed_curve.equals(straight_curve)
+    a, b = (json.loads((tmp_path / d / "nb" / "proto.json").read_text()) for d in ("a", "b"))
+    assert a["sha256"] == b["sha256"] and a["history"] == b["history"] and a["key"] == b["key"]

@@ -1,0 +1,92 @@
+"""The pipeline: parameters checked before any work, and a chapter trained under a time budget, stopped and
+resumed three times by the real papermill run, ends with the same weights and metrics as a run never stopped."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+import yaml
+from metalearn import pipeline
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY = '''
+from pathlib import Path
+import json
+import torch
+from metalearn.meta_train import train_maml
+from metalearn.regression import SinusoidSampler, sinusoid_mlp
+from metalearn.study import fit
+
+torch.manual_seed(seed)
+model = sinusoid_mlp(8)
+curve, seconds = fit("sine", model, SinusoidSampler(5, 5), steps, notebook="tiny", seed=seed,
+                     checkpoint_dir=checkpoint_dir, models_dir=models_dir, train_fn=train_maml, tasks=2,
+                     inner_steps=1, inner_lr=0.01, regression=True)
+Path(out_dir).mkdir(parents=True, exist_ok=True)
+(Path(out_dir) / "tiny.json").write_text(json.dumps({"loss": curve["loss"].tolist()}))
+'''
+
+
+def _project(root: Path, steps: int = 4) -> Path:
+    """A project with one tiny chapter (a sinusoid MLP meta-trained for ``steps`` steps)."""
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell('scale = "smoke"\nout_dir = "../scratch"\nmodels_dir = ""\n'
+                                       'checkpoint_dir = ""\nseed = 0\nsteps = 2')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell(TINY)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    (root / "notebooks").mkdir(parents=True)
+    nbformat.write(nb, root / "notebooks" / "tiny.ipynb")
+    (root / "params.yaml").write_text(yaml.safe_dump({"tiny": {"steps": steps, "checkpoint_dir": "../checkpoints"}}))
+    return root
+
+
+def test_unknown_params_fail_before_any_work(tmp_path):
+    root = _project(tmp_path)
+    (root / "params.yaml").write_text("tiny:\n  steps: 3\n  stpes: 4\n")
+    with pytest.raises(ValueError, match=r"params.yaml: tiny.stpes is not a parameter of notebooks/tiny.ipynb; "
+                                         r"allowed keys: checkpoint_dir, seed, steps"):
+        pipeline.run("tiny", "study", root=root)
+    (root / "params.yaml").write_text("tiny:\n  steps: 3\ntinny:\n  steps: 3\n")
+    with pytest.raises(ValueError, match="section 'tinny' is not a notebook; notebooks: tiny"):
+        pipeline.run("tiny", "study", root=root)
+    assert not (root / "reports").exists() and not (root / "models").exists()
+
+
+@pytest.mark.parametrize("scale", ["study", "paper"])
+def test_the_real_params_files_are_valid(scale):
+    params = pipeline.check_params(scale)
+    assert set(params) == set(pipeline.notebooks())  # every chapter has its section
+
+
+def test_budgeted_run_resumes_bit_identical(tmp_path):
+    straight = _project(tmp_path / "straight")
+    pipeline.run("tiny", "study", root=straight)
+    stopped = _project(tmp_path / "stopped")
+    for stop in (1, 2, 3):  # --minutes 0: every call makes one training step, saves, and stops
+        with pytest.raises(pipeline.NotFinished, match=f"stopped at step {stop} of 4"):
+            pipeline.run("tiny", "study", minutes=0, root=stopped)
+        assert not (stopped / "reports" / "tiny.json").exists()  # no report until every model is trained
+    pipeline.run("tiny", "study", minutes=0, root=stopped)
+    a, b = (torch.load(r / "models" / "tiny" / "sine.pt", weights_only=True) for r in (straight, stopped))
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)
+    assert (straight / "reports" / "tiny.json").read_text() == (stopped / "reports" / "tiny.json").read_text()
+    record = json.loads((stopped / "models" / "tiny" / "sine.json").read_text())
+    assert record["steps"] == 4 and len(json.loads((stopped / "reports" / "tiny.json").read_text())["loss"]) == 4
+
+
+def test_cli_says_not_finished_with_its_own_status(monkeypatch, capsys):
+    def stopped(*args, **kwargs):
+        raise pipeline.NotFinished("tiny: stopped at step 1 of 4")
+
+    monkeypatch.setattr(pipeline, "run", stopped)
+    with pytest.raises(SystemExit) as exit_info:
+        pipeline.main(["00_background", "--minutes", "1"])
+    assert exit_info.value.code == pipeline.NOT_FINISHED == 75
+    assert "NOT FINISHED (run the same command again to continue)" in capsys.readouterr().err
