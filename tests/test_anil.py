@@ -83,6 +83,21 @@ def test_linear_cka() -> None:
         linear_cka(x, x[:10])
 
 
+
+def test_linear_cka_gram_form_equals_the_feature_space_form() -> None:
+    """⟨HKH, HLH⟩ / (‖HKH‖ ‖HLH‖) on Gram matrices is ‖Yᵀ X‖² / (‖Xᵀ X‖ ‖Yᵀ Y‖) on centred features."""
+    g = torch.Generator().manual_seed(1)
+    for d_x, d_y in ((200, 50), (3, 7), (64, 64)):
+        x = torch.randn(30, d_x, generator=g, dtype=torch.float64)
+        y = x[:, :1].expand(-1, d_y) * torch.randn(d_y, generator=g, dtype=torch.float64) + torch.randn(
+            30, d_y, generator=g, dtype=torch.float64)  # partly related to x
+        xc, yc = x - x.mean(0), y - y.mean(0)
+        feature_space = (yc.T @ xc).norm() ** 2 / ((xc.T @ xc).norm() * (yc.T @ yc).norm())
+        assert linear_cka(x, y).item() == pytest.approx(feature_space.item(), rel=1e-10, abs=1e-12)
+    images = torch.randn(10, 3, 4, 4, generator=g)  # [n, ...] is flattened per example, float32 computed in float64
+    assert linear_cka(images, images.flatten(1)[:, :20]).item() == pytest.approx(
+        linear_cka(images.flatten(1).double(), images.flatten(1)[:, :20].double()).item(), abs=1e-12)
+
 def test_layer_similarity_sees_an_unchanged_body_under_anil() -> None:
     """Adapting only the head leaves every body layer's representation unchanged (CKA 1), but not the head's; adapting
     everything changes the body too. The model itself is never modified."""

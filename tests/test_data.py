@@ -46,6 +46,15 @@ def test_cifar_fs_split(cifar_splits):
     assert sorted(cifar_splits["test"][1]) == sorted(expected)
 
 
+def test_load_splits_gives_named_class_datasets(omniglot_test, cifar_splits):
+    splits = data.load_splits(("val", "test"))
+    assert list(splits) == ["val", "test"] and all(list(s) == ["omniglot", "cifar_fs"] for s in splits.values())
+    assert splits["test"]["omniglot"].name == "omniglot/test" and splits["val"]["cifar_fs"].name == "cifar_fs/val"
+    assert np.array_equal(splits["test"]["omniglot"].images.numpy(), omniglot_test.images.numpy())
+    assert np.array_equal(splits["val"]["cifar_fs"].images.numpy(), cifar_splits["val"][0])
+    assert splits["val"]["cifar_fs"].class_names == cifar_splits["val"][1]
+
+
 def test_molecules_tables():
     tox21 = data.load_molecules("tox21")
     assert tox21.shape == (7831, 13) and tox21.columns[0] == "smiles"

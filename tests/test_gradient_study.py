@@ -6,28 +6,41 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 from metalearn import results
-from metalearn.gradient_study import chapter_results, evaluate_adapted, fit_meta_models, meta_setups, result_rows
+from metalearn.gradient_study import (
+    chapter_results,
+    evaluate_adapted,
+    fit_meta_models,
+    fit_reptile,
+    meta_setups,
+    reptile_inner_lr_search,
+    result_rows,
+)
 
-PARAMS = dict(omniglot_steps=1, omniglot_tasks=2, omniglot_inner_steps=1, omniglot_inner_lr=0.4,
-              omniglot_steps_20way=1, omniglot_tasks_20way=1, omniglot_inner_steps_20way=2, omniglot_inner_lr_20way=0.1,
-              omniglot_train_shots_20way=1, cifar_steps=1, cifar_tasks=1, cifar_inner_steps=2, cifar_inner_lr=0.01,
-              train_queries=1, cifar_train_queries=2, test_inner_steps_omniglot=1, test_inner_steps_omniglot_20way=2,
-              test_inner_steps_cifar=3)
+SETTINGS = {"omniglot_5way": dict(steps=1, tasks=2, inner_steps=1, inner_lr=0.4, train_queries=1, test_inner_steps=1),
+            "omniglot_20way": dict(steps=1, tasks=1, inner_steps=2, inner_lr=0.1, train_queries=1, test_inner_steps=2,
+                                   train_shots=1),
+            "cifar_fs_5way": dict(steps=1, tasks=1, inner_steps=2, inner_lr=0.01, train_queries=2, test_inner_steps=3)}
 
 
 def test_meta_setups_read_the_parameters() -> None:
-    setups = meta_setups(PARAMS)
+    setups = meta_setups(SETTINGS)
     assert list(setups) == [("omniglot", 5, 1), ("omniglot", 5, 5), ("omniglot", 20, 1), ("omniglot", 20, 5),
                             ("cifar_fs", 5, 1), ("cifar_fs", 5, 5)]
     assert setups[("omniglot", 20, 5)].inner_steps == 2 and setups[("omniglot", 20, 5)].train_shots == 1
     assert setups[("omniglot", 5, 5)].train_shots is None and setups[("cifar_fs", 5, 1)].test_inner_steps == 3
-    with pytest.raises(KeyError, match="cifar_steps"):
-        meta_setups({k: v for k, v in PARAMS.items() if k != "cifar_steps"})
+    assert vars(setups[("cifar_fs", 5, 5)]) == SETTINGS["cifar_fs_5way"] | {"train_shots": None}
+    with pytest.raises(ValueError, match=r"lacks \['steps'\]"):
+        meta_setups({"cifar_fs_5way": {k: v for k, v in SETTINGS["cifar_fs_5way"].items() if k != "steps"}})
+    with pytest.raises(ValueError, match="unknown \\['inner_batch'\\]"):
+        meta_setups({"cifar_fs_5way": SETTINGS["cifar_fs_5way"] | {"inner_batch": 10}})
+    with pytest.raises(ValueError, match="<dataset>_<ways>way"):
+        meta_setups({"omniglot": SETTINGS["omniglot_5way"]})
 
 
 def test_shared_models_evaluation_and_rows(omniglot_train, omniglot_test, tmp_path) -> None:
-    setups = {k: v for k, v in meta_setups(PARAMS).items() if k[1] == 20}
+    setups = {k: v for k, v in meta_setups(SETTINGS).items() if k[1] == 20}
     models, curves, seconds = fit_meta_models("maml", setups, {"omniglot": omniglot_train}, notebook="t", seed=0)
     assert models[("omniglot", 20, 1)] is models[("omniglot", 20, 5)]  # one model trained on 1-shot tasks
     assert list(curves.setting.unique()) == ["20w1s"]
@@ -35,12 +48,32 @@ def test_shared_models_evaluation_and_rows(omniglot_train, omniglot_test, tmp_pa
     assert set(res) == {"maml", "maml_transductive"} and all(r.n == 3 for m in res.values() for r in m.values())
     rows = result_rows("t", res, seconds, scale="smoke", device="cpu", seed=0)
     assert len(rows) == 4 and {r["method"] for r in rows} == {"maml", "maml_transductive"}
-    path = results.write_metrics("t", rows, tmp_path, extra={"setups": {"x": 1}})
-    back, extra = chapter_results(path, ("maml",))
+    rows_file, metrics_file, _ = results.write_metrics("t", rows, tmp_path, curves=curves)
+    params = tmp_path / "params.yaml"  # chapter t's parameters: its settings (the 20-way group)
+    params.write_text(yaml.safe_dump({"t": {"settings": {"omniglot_20way": vars(setups[("omniglot", 20, 1)])}}}))
+    back, back_setups = chapter_results(rows_file, params, ("maml",))
     assert back["maml"][("omniglot", 20, 5)].mean == pytest.approx(res["maml"][("omniglot", 20, 5)].mean)
-    assert extra["setups"] == {"x": 1}
+    assert back_setups == setups
     with pytest.raises(ValueError, match="no accuracy rows"):
-        chapter_results(path, ("anil",))
+        chapter_results(rows_file, params, ("anil",))
     with pytest.raises(FileNotFoundError, match="dvc repro -s nothing"):
-        chapter_results(tmp_path / "nothing.json", ("maml",))
-    assert json.loads(path.read_text())["notebook"] == "t"
+        chapter_results(tmp_path / "nothing.csv", params, ("maml",))
+    assert set(json.loads(metrics_file.read_text())["omniglot"]["20w5s"]) == {"maml", "maml_transductive"}
+
+
+def test_reptile_models_per_group_and_the_inner_lr_search(omniglot_train, omniglot_test) -> None:
+    """Each group of settings gets its own inner minibatch; the search scores every candidate on the validation
+    classes and gives each searched data set's settings the best rate."""
+    setups = meta_setups({"omniglot_5way": SETTINGS["omniglot_5way"],
+                          "omniglot_20way": SETTINGS["omniglot_20way"] | {"tasks": 1}})
+    sizes = {"omniglot_5way": 3, "omniglot_20way": 4}
+    models, curves, seconds = fit_reptile("reptile", setups, {"omniglot": omniglot_train}, sizes, notebook="t", seed=0)
+    assert list(models) == list(setups) and models[("omniglot", 20, 1)] is models[("omniglot", 20, 5)]
+    assert list(curves.setting.unique()) == ["5w1s", "5w5s", "20w1s"] and set(seconds) == set(setups)
+    grid, chosen = reptile_inner_lr_search(setups, {"omniglot": omniglot_train}, {"omniglot": omniglot_test}, sizes,
+                                           {"omniglot": [0.05, 0.2]}, steps=1, episodes=2, queries=2, notebook="t",
+                                           seed=0)
+    assert list(grid.columns) == ["dataset", "inner lr", "validation accuracy"] and list(grid["inner lr"]) == [0.05, 0.2]
+    best = grid.loc[grid["validation accuracy"].idxmax(), "inner lr"]
+    assert {s.inner_lr for s in chosen.values()} == {best}
+    assert all(vars(chosen[k]) == vars(setups[k]) | {"inner_lr": best} for k in setups)

@@ -15,7 +15,7 @@ from metalearn.maml import Adapted, meta_loss
 from metalearn.maml_benchmark import IMPLEMENTATIONS, check_gradients, compare, step_flops
 from metalearn.meta_train import train_maml
 from metalearn.models import Classifier, conv4_for
-from metalearn.regression import SinusoidSampler, adapted_mse, sinusoid_mlp
+from metalearn.regression import SinusoidSampler, adapted_mse, sinusoid_eval_tasks, sinusoid_mlp, task_mse
 from metalearn.reptile import joint_gradient, reptile_direction, train_reptile
 from torch import nn
 from torch.func import functional_call
@@ -225,6 +225,27 @@ def test_maml_learns_to_adapt_on_sinusoids() -> None:
     assert res.history[-1]["loss"] < res.history[0]["loss"]
     assert after < 0.7 * before
 
+
+
+def test_per_task_sinusoid_mse_averages_to_adapted_mse() -> None:
+    """task_mse's column k is each test task's query MSE after k steps: its means are adapted_mse's, its first column
+    is the unadapted model's MSE, and k steps taken at once give the same column."""
+    torch.manual_seed(0)
+    model = sinusoid_mlp()
+    before = [p.detach().clone() for p in model.parameters()]
+    tasks = sinusoid_eval_tasks(5, 40, seed=3)
+    mse = task_mse(model, tasks, 10, inner_lr=0.02)
+    assert mse.shape == (40, 11)
+    for k, (mean, _) in adapted_mse(model, 5, (0, 1, 5, 10), inner_lr=0.02, tasks=40, seed=3).items():
+        assert mse[:, k].mean() == pytest.approx(mean, rel=1e-12)
+    with torch.no_grad():
+        assert mse[:, 0] == pytest.approx(((model(tasks.query_x) - tasks.query_y) ** 2).mean((1, 2)).numpy(), rel=1e-6)
+    params = {n: p.detach().requires_grad_() for n, p in model.named_parameters()}
+    five = adapt(model, params, tasks.support_x[7], tasks.support_y[7], steps=5, inner_lr=0.02, first_order=True,
+                 loss_fn=F.mse_loss)
+    with torch.no_grad():
+        assert mse[7, 5] == F.mse_loss(functional_call(model, five, (tasks.query_x[7],)), tasks.query_y[7]).item()
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
 
 def test_reptile_learns_an_initialisation_that_adapts_on_sinusoids() -> None:
     torch.manual_seed(0)

@@ -64,13 +64,17 @@ def anil_meta_loss(model: nn.Module, tasks: Tasks, *, inner_steps: int, inner_lr
 
 def linear_cka(x: Tensor, y: Tensor) -> Tensor:
     """Linear CKA of two representations of the same n examples, ``x [n, ...]`` and ``y [n, ...]`` (flattened per
-    example): ‖Yᵀ X‖²_F / (‖Xᵀ X‖_F ‖Yᵀ Y‖_F) on centred features, in [0, 1]; invariant to rotations and scaling."""
+    example), in [0, 1] and invariant to rotations and scaling, from the Gram matrices K = X Xᵀ and L = Y Yᵀ
+    ``[n, n]`` centred by H = I − 11ᵀ/n:  ⟨HKH, HLH⟩_F / (‖HKH‖_F ‖HLH‖_F). It equals the feature-space form
+    ‖Yᵀ X‖²_F / (‖Xᵀ X‖_F ‖Yᵀ Y‖_F) on centred features, but costs n × n memory instead of d × d for d features."""
     if x.shape[0] != y.shape[0] or x.shape[0] < 2:
         raise ValueError(f"need the same number (>= 2) of examples in both representations, got {x.shape[0]} and "
                          f"{y.shape[0]}")
     x, y = x.flatten(1).double(), y.flatten(1).double()
-    x, y = x - x.mean(0), y - y.mean(0)
-    return (y.T @ x).norm() ** 2 / ((x.T @ x).norm() * (y.T @ y).norm())
+    n = x.shape[0]
+    h = torch.eye(n, dtype=x.dtype, device=x.device) - 1.0 / n
+    kc, lc = h @ (x @ x.T) @ h, h @ (y @ y.T) @ h
+    return (kc * lc).sum() / (kc.norm() * lc.norm())
 
 
 def layer_similarity(model: nn.Module, layers: Mapping[str, nn.Module], tasks: Tasks, *, inner_steps: int,

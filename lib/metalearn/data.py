@@ -44,6 +44,9 @@ from .files import atomic_dir, atomic_path, file_hashes
 
 if TYPE_CHECKING:
     import pandas as pd
+    import torch
+
+    from .episodes import ClassDataset
 
 MIRROR_ENV = "DATA_MIRROR"
 DATA_DIR_ENV = "METALEARN_DATA_DIR"
@@ -545,6 +548,17 @@ def load_cifar_fs(split: str, data_dir: Path | None = None) -> tuple[np.ndarray,
     with np.load(ensure_prepared("cifar_fs", data_dir)) as z:
         images = z[f"{split}_images"].transpose(0, 1, 4, 2, 3)
         return np.ascontiguousarray(images), z[f"{split}_classes"].tolist()
+
+
+def load_splits(splits: tuple[str, ...] = ("train", "test"), device: str | torch.device = "cpu",
+                data_dir: Path | None = None) -> dict[str, dict[str, ClassDataset]]:
+    """Omniglot and CIFAR-FS ``splits`` as ``{split: {"omniglot": ..., "cifar_fs": ...}}`` on ``device``: class
+    datasets of uint8 images ``[classes, per_class, C, H, W]`` named ``"<dataset>/<split>"``."""
+    from .episodes import ClassDataset  # here, not at the top: `python -m metalearn.data prepare` needs no torch
+
+    loaders = {"omniglot": load_omniglot, "cifar_fs": load_cifar_fs}
+    return {split: {name: ClassDataset.from_numpy(*load(split, data_dir), name=f"{name}/{split}", device=device)
+                    for name, load in loaders.items()} for split in splits}
 
 
 def load_molecules(name: str, data_dir: Path | None = None) -> pd.DataFrame:

@@ -5,8 +5,9 @@
     python -m metalearn.pipeline all --scale paper --minutes 8              # every chapter, at most 8 min of training
 
 The notebook's ``parameters`` cell holds the smoke scale (what nbval runs); the scale's parameter file overrides
-it, and every key of that file is checked against the notebooks' parameters before anything runs. The executed
-notebook and an HTML rendering land in ``<out_dir>/notebooks/``; trained models in ``models/`` (``models/paper/``).
+it (section ``maml`` for ``09_maml``: the name without its number), and every key of that file is checked against
+the notebooks' parameters before anything runs. The executed notebook and an HTML rendering land in
+``<out_dir>/notebooks/``; trained models in ``models/`` (``models/paper/``).
 
 With ``--minutes M`` training stops after M minutes (at least one step per model), saves its state and the command
 exits with status 75, "not finished, run again"; run again, it continues where it stopped. A chapter writes its
@@ -45,6 +46,13 @@ def notebooks(root: Path = ROOT) -> list[str]:
     return sorted(p.stem for p in (root / "notebooks").glob("*.ipynb"))
 
 
+def params_section(notebook: str) -> str:
+    """A notebook's section in the parameter files: its name without the chapter number (``09_maml`` -> ``maml``),
+    since DVC's ``dvc exp run -S section.key=value`` takes no key that starts with a digit."""
+    number, _, name = notebook.partition("_")
+    return name if number.isdigit() and name else notebook
+
+
 def declared_parameters(notebook: str, root: Path = ROOT) -> dict:
     """The names and defaults of a notebook's ``parameters`` cell."""
     from papermill.inspection import inspect_notebook
@@ -59,15 +67,15 @@ def check_params(scale: str, root: Path = ROOT) -> dict[str, dict]:
         raise ValueError(f"unknown scale {scale!r}; choose from {', '.join(SCALES)} (smoke = the notebook defaults)")
     params_file = SCALES[scale][0]
     params = yaml.safe_load((root / params_file).read_text()) or {}
-    chapters = notebooks(root)
+    chapters = {params_section(nb): nb for nb in notebooks(root)}
     for section, values in params.items():
         if section not in chapters:
-            raise ValueError(f"{params_file}: section {section!r} is not a notebook; notebooks: {', '.join(chapters)}")
-        allowed = set(declared_parameters(section, root)) - {"scale", "out_dir", "models_dir"}
+            raise ValueError(f"{params_file}: section {section!r} is not a notebook's; sections: {', '.join(chapters)}")
+        allowed = set(declared_parameters(chapters[section], root)) - {"scale", "out_dir", "models_dir"}
         unknown = sorted(set(values or {}) - allowed)
         if unknown:
-            raise ValueError(f"{params_file}: {section}.{unknown[0]} is not a parameter of notebooks/{section}.ipynb;"
-                             f" allowed keys: {', '.join(sorted(allowed))}")
+            raise ValueError(f"{params_file}: {section}.{unknown[0]} is not a parameter of "
+                             f"notebooks/{chapters[section]}.ipynb; allowed keys: {', '.join(sorted(allowed))}")
     return params
 
 
@@ -75,10 +83,12 @@ def notebook_parameters(notebook: str, scale: str, root: Path = ROOT) -> dict:
     """The parameters a stage passes to ``notebook`` at ``scale`` (validated before anything runs)."""
     params = check_params(scale, root)
     params_file, out_dir, models_dir = SCALES[scale]
-    if notebook not in params:
-        raise ValueError(f"{params_file} has no section {notebook!r}; sections: {', '.join(params)}")
+    section = params_section(notebook)
+    if section not in params:
+        raise ValueError(f"{params_file} has no section {section!r} (notebook {notebook}); sections: "
+                         f"{', '.join(params)}")
     # papermill runs with notebooks/ as the working directory
-    return {**params[notebook], "scale": scale, "out_dir": f"../{out_dir}", "models_dir": f"../{models_dir}"}
+    return {**params[section], "scale": scale, "out_dir": f"../{out_dir}", "models_dir": f"../{models_dir}"}
 
 
 def inputs_digest(notebook: str, scale: str, root: Path = ROOT) -> str:

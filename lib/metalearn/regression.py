@@ -37,23 +37,38 @@ def sinusoid_mlp(hidden: int = 40) -> nn.Sequential:
     return mlp([1, hidden, hidden, 1])
 
 
+def sinusoid_eval_tasks(shots: int, tasks: int = 600, *, queries: int = 100, seed: int = 0,
+                        device: str | torch.device = "cpu") -> RegressionTasks:
+    """The seeded test tasks of :func:`adapted_mse`: ``support_x/y [tasks, shots, 1]``, ``query_x/y
+    [tasks, queries, 1]``."""
+    return SinusoidSampler(shots, queries).sample(tasks, make_generator(seed, device))
+
+
+def task_mse(model: nn.Module, tasks: RegressionTasks, steps: int, *, inner_lr: float = 0.01) -> np.ndarray:
+    """Query MSE of each task before adapting and after each of ``steps`` SGD steps on its support points, starting
+    from the model's weights (which are not modified): ``[tasks, steps + 1]``, column k after k steps."""
+    check_inner_loop(model, steps, inner_lr, None)
+    mse = np.empty((len(tasks.support_x), steps + 1))
+    for i, (sx, sy, qx, qy) in enumerate(zip(tasks.support_x, tasks.support_y, tasks.query_x, tasks.query_y,
+                                             strict=True)):
+        params = {n: p.detach().requires_grad_() for n, p in model.named_parameters()}
+        for k in range(steps + 1):
+            if k:
+                params = adapt(model, params, sx, sy, steps=1, inner_lr=inner_lr, first_order=True,
+                               loss_fn=F.mse_loss)
+            with torch.no_grad():
+                mse[i, k] = F.mse_loss(torch.func.functional_call(model, params, (qx,)), qy).item()
+    return mse
+
+
 def adapted_mse(model: nn.Module, shots: int, steps: tuple[int, ...] = (1, 5, 10), *, inner_lr: float = 0.01,
                 tasks: int = 600, queries: int = 100, seed: int = 0) -> dict[int, tuple[float, float]]:
-    """Mean query MSE (and 95% CI half-width) over ``tasks`` seeded test tasks after each number of SGD steps in
-    ``steps`` on ``shots`` points, starting from the model's weights (which are not modified)."""
+    """Mean query MSE (and 95% CI half-width) over ``tasks`` seeded test tasks (:func:`sinusoid_eval_tasks`) after
+    each number of SGD steps in ``steps`` on ``shots`` points, starting from the model's weights (which are not
+    modified): the means over tasks of :func:`task_mse`'s columns."""
     if not steps or min(steps) < 0:
         raise ValueError(f"steps must be a non-empty tuple of integers >= 0, got {steps}")
-    check_inner_loop(model, max(steps), inner_lr, None)
     device = next(model.parameters()).device
-    batch = SinusoidSampler(shots, queries).sample(tasks, make_generator(seed, device))
-    mse: dict[int, list[float]] = {k: [] for k in steps}
-    for sx, sy, qx, qy in zip(batch.support_x, batch.support_y, batch.query_x, batch.query_y, strict=True):
-        params = {n: p.detach().requires_grad_() for n, p in model.named_parameters()}
-        done = 0
-        for k in sorted(steps):
-            params = adapt(model, params, sx, sy, steps=k - done, inner_lr=inner_lr, first_order=True,
-                           loss_fn=F.mse_loss)
-            done = k
-            with torch.no_grad():
-                mse[k].append(F.mse_loss(torch.func.functional_call(model, params, (qx,)), qy).item())
-    return {k: mean_ci95(np.array(v)) for k, v in mse.items()}
+    mse = task_mse(model, sinusoid_eval_tasks(shots, tasks, queries=queries, seed=seed, device=device), max(steps),
+                   inner_lr=inner_lr)
+    return {k: mean_ci95(mse[:, k]) for k in steps}

@@ -1,10 +1,13 @@
 """Notebook glue shared by the method chapters: train a named model (resumable), evaluate each
-(model, setting) once on the fixed test episodes, and compare with the papers' numbers."""
+(model, setting) once on the fixed test episodes, compare with the papers' numbers (a table and its one-line-per-
+setting summary), and measure the drop under task shift (a table and its results rows)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from torch import nn
@@ -13,6 +16,8 @@ from .episodes import ClassDataset, EpisodeSampler
 from .evaluate import EvalResult, evaluate
 from .fewshot import predictor, train_episodic
 from .model_store import ModelStore, model_key
+from .results import row
+from .task_shift import as_cifar_format, as_omniglot_format
 from .train import TrainResult
 
 
@@ -87,6 +92,31 @@ def paper_comparison(results: dict[tuple[str, int, int], EvalResult], paper: dic
     return pd.DataFrame(rows)
 
 
+def paper_summary(comparison: pd.DataFrame, method: str = "", *, ours: str = "ours",
+                  extra: Sequence[str] = ()) -> str:
+    """One line per row of a :func:`paper_comparison` table (which may carry a ``method`` column and more): the
+    method, data set and setting, our accuracy labelled ``ours`` (e.g. ``"transductive"``), the ``extra`` columns
+    (text as it is, numbers as signed differences), then the paper's number, the gap and the verdict: ``within the
+    2.0-point target``, ``MISSED by 1.3 points beyond the 2.0-point target``, ``no target`` or ``no paper number``."""
+    records = comparison.to_dict("records")
+    names = [rec.get("method", method) for rec in records]
+    width = max(map(len, names), default=0)
+    lines = []
+    for name, rec in zip(names, records, strict=True):
+        cells = [f"{ours} {rec['ours']}"] + [
+            f"{c} {rec[c] if isinstance(rec[c], str) else '–' if pd.isna(rec[c]) else format(rec[c], '+.2f')}"
+            for c in extra]
+        if pd.isna(rec["paper"]):
+            verdict = "no paper number"
+        elif pd.isna(rec["met"]):
+            verdict = f"paper {rec['paper']}, gap {rec['gap']:+.2f}, no target"
+        else:
+            status = "within" if rec["met"] else f"MISSED by {rec['gap'] - rec['allowed gap']:.1f} points beyond"
+            verdict = f"paper {rec['paper']}, gap {rec['gap']:+.2f}: {status} the {rec['allowed gap']}-point target"
+        lines.append(f"{name:{width}s} {rec['dataset']:8s} {rec['setting']}: {', '.join(cells)} | {verdict}")
+    return "\n".join(lines)
+
+
 def task_shift(evaluate_on: Evaluator, method: str, model_for: Callable[[str, int], nn.Module],
                shifted: dict[str, ClassDataset], shots: tuple[int, ...] = (1, 5), ways: int = 5) -> pd.DataFrame:
     """Robustness under task shift: the model trained on one data set (``model_for(dataset, shots)``) is tested
@@ -102,3 +132,22 @@ def task_shift(evaluate_on: Evaluator, method: str, model_for: Callable[[str, in
                          "model trained on the test set": native.mean, "shifted model": r.mean, "ci95": r.ci95,
                          "drop": native.mean - r.mean, "result": r})
     return pd.DataFrame(rows)
+
+
+def task_shift_results(notebook: str, evaluate_on: Evaluator, methods: Sequence[str],
+                       model_for: Callable[[str, str, int], nn.Module], train_seconds: Callable[[str, str, int], float],
+                       ways: int = 5, **row_kwargs: Any) -> tuple[pd.DataFrame, list[dict]]:
+    """:func:`task_shift` of each of ``methods`` (its model trained on a data set for a number of shots:
+    ``model_for(method, trained_on, shots)``) on the evaluator's test sets, each shown in the other data set's image
+    format; return the concatenated table and its ``reports/results.csv`` rows, one per shifted model (method,
+    ``trained_on``, tested data set, setting), with ``train_seconds(method, trained_on, shots)``; ``row_kwargs``
+    (``scale``, ``device``, ``seed``, ...) go to :func:`metalearn.results.row`."""
+    tests = evaluate_on.test_sets
+    shifted = {"cifar_fs": as_omniglot_format(tests["cifar_fs"]), "omniglot": as_cifar_format(tests["omniglot"])}
+    table = pd.concat([task_shift(evaluate_on, m, partial(model_for, m), shifted, ways=ways) for m in methods],
+                      ignore_index=True)
+    rows = [row(notebook, rec["method"], rec["tested on"], rec["ways"], rec["shots"], "accuracy", rec["result"].mean,
+                rec["result"].ci95, rec["result"].n, trained_on=rec["trained on"],
+                train_seconds=train_seconds(rec["method"], rec["trained on"], rec["shots"]), **row_kwargs)
+            for rec in table.to_dict("records")]
+    return table, rows

@@ -1,0 +1,109 @@
+"""The DVC pipeline: each notebook stage depends on exactly the library modules its notebook imports, every notebook
+is a stage whose rows the ``results`` stage collects, trained models are persistent outputs, and a second
+``dvc repro`` started while one runs fails on DVC's lock without losing anything."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from metalearn import source
+from metalearn.pipeline import params_section
+from papermill.inspection import inspect_notebook
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+STAGES = DVC["stages"]
+
+
+def _paths(entries: list[str | dict]) -> dict[str, dict]:
+    """dvc.yaml's list of paths (``"a"`` or ``{"a": {options}}``) as ``{path: options}``."""
+    out = {}
+    for entry in entries:
+        if isinstance(entry, str):
+            out[entry] = {}
+        else:
+            ((path, options),) = entry.items()
+            out[path] = options or {}
+    return out
+
+
+def lib_modules(notebook: Path) -> list[str]:
+    """The library modules a notebook's stage runs: what its code cells import, the pipeline that executes it, and
+    everything those import (sorted short names)."""
+    cells = json.loads(notebook.read_text())["cells"]
+    code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+    return source.closure(source.code_imports(code) | {"pipeline"})
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
+def test_stage_deps_are_what_the_notebook_imports(nb: Path) -> None:
+    deps = list(_paths(STAGES[nb.stem]["deps"]))
+    assert {f"notebooks/{nb.name}", "data/manifest.json", "lib/metalearn/pipeline.py"} <= set(deps)
+    declared = {Path(d).stem for d in deps if d.startswith("lib/metalearn/")}
+    needed = set(lib_modules(nb))
+    assert not needed - declared, f"{nb.stem} misses deps on {sorted(needed - declared)}"
+    assert not declared - needed, f"{nb.stem} declares modules it does not import: {sorted(declared - needed)}"
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
+def test_stage_outputs(nb: Path) -> None:
+    stage = STAGES[nb.stem]
+    outs, metrics = _paths(stage["outs"]), _paths(stage["metrics"])
+    for path in (f"reports/rows/{nb.stem}.csv", f"reports/curves/{nb.stem}.csv", f"reports/notebooks/{nb.name}"):
+        assert outs[path] == {"cache": False}
+    assert metrics == {f"reports/metrics/{nb.stem}.json": {"cache": False}}
+    if "models_dir" in inspect_notebook(str(nb)):  # a training stage: its weights are committed and kept
+        assert outs[f"models/{nb.stem}"] == {"cache": False, "persist": True}
+    assert params_section(nb.stem) in stage["params"]
+
+
+def test_every_notebook_is_staged_collected_and_plotted() -> None:
+    names = [nb.stem for nb in NOTEBOOKS]
+    assert set(STAGES) == {"data", "results", *names}
+    assert {f"reports/rows/{n}.csv" for n in names} <= set(_paths(STAGES["results"]["deps"]))
+    assert {f"reports/curves/{n}.csv" for n in names} <= set(_paths(DVC["plots"]))
+    assert {"models/09_maml", "reports/rows/09_maml.csv"} <= set(_paths(STAGES["12_anil"]["deps"]))
+
+
+def _dvc(*args: str) -> list[str]:
+    return [sys.executable, "-m", "dvc", *args]
+
+
+def test_concurrent_repro_fails_on_the_lock_and_loses_nothing(tmp_path: Path) -> None:
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    run = dict(cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    subprocess.run(["git", "init", "-q"], check=True, **run)
+    subprocess.run(_dvc("init", "-q"), check=True, **run)
+    subprocess.run(_dvc("config", "core.analytics", "false"), check=True, **run)
+    # long enough for a second dvc process to start while the first one's stage runs
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"slow": {
+        "cmd": "touch started && sleep 4 && echo done > out.txt", "outs": ["out.txt"]}}}))
+    first = subprocess.Popen(_dvc("repro"), cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while not (tmp_path / "started").exists():
+            assert first.poll() is None and time.monotonic() < deadline, "the first repro did not start its stage"
+            time.sleep(0.05)
+        second = subprocess.run(_dvc("repro"), **run)
+        assert first.poll() is None, "the first repro ended before the second was refused"
+        assert second.returncode != 0
+        message = second.stdout + second.stderr
+        assert "out.txt' is busy" in message and ".dvc/tmp/rwlock" in message, message  # DVC's read/write lock
+        out, _ = first.communicate(timeout=30)
+    finally:
+        first.kill()
+    assert first.returncode == 0, out
+    assert (tmp_path / "out.txt").read_text() == "done\n"
+    lock = yaml.safe_load((tmp_path / "dvc.lock").read_text())
+    assert [o["path"] for o in lock["stages"]["slow"]["outs"]] == ["out.txt"]
+    status = subprocess.run(_dvc("status"), **run)
+    assert status.returncode == 0 and "up to date" in status.stdout
