@@ -32,14 +32,17 @@ def _maml_key(sampler):
 
 @pytest.fixture()
 def lib_copy(tmp_path, monkeypatch):
-    """A copy of the library's source that the key is read from, so a test can edit a module."""
-    copy = tmp_path / "metalearn"
-    shutil.copytree(source.LIB, copy, ignore=shutil.ignore_patterns("__pycache__"))
-    monkeypatch.setattr(source, "LIB", copy)
+    """Edit a module of a copy of the library's source that keys are read from (the source is read once per
+    process and folder, so every edit makes a new copy)."""
+    copies = iter(range(100))
+    monkeypatch.setattr(source, "LIB", source.LIB)
 
     def edit(module: str) -> None:
+        copy = tmp_path / f"lib{next(copies)}"
+        shutil.copytree(source.LIB, copy, ignore=shutil.ignore_patterns("__pycache__"))
         path = copy / f"{module}.py"
         path.write_text(path.read_text() + "\n# an edit\n")
+        monkeypatch.setattr(source, "LIB", copy)
 
     return edit
 
@@ -56,6 +59,14 @@ def test_key_follows_the_fits_imports(omniglot_train, lib_copy, module, protonet
     assert (before[0] != after[0], before[1] != after[1]) == (protonet_changes, maml_changes)
 
 
+def test_source_is_a_snapshot(lib_copy, tmp_path):
+    """A file edited after the process read it does not change the key: the key describes the code that runs."""
+    lib_copy("plotting")
+    before = source.source_hashes(["protonet"])
+    (source.LIB / "protonet.py").write_text("# edited while a run goes on\n")
+    assert source.source_hashes(["protonet"]) == before
+
+
 def test_fit_modules_are_the_closure():
     from metalearn.fewshot import train_episodic
 
@@ -63,6 +74,11 @@ def test_fit_modules_are_the_closure():
     assert {"fewshot", "train", "protonet", "models", "episodes"} <= set(mods)
     assert not {"plotting", "results", "maml", "maml_benchmark", "data", "pipeline"} & set(mods)
     assert model_key({"f": len}, len).config == {"f": "builtins.len"}  # a callable by name, not by address
+    assert model_key({"s": {3, 1, 2}}).config == {"s": [1, 2, 3]}
+    with pytest.raises(TypeError, match="cannot be part of a model's key"):
+        model_key({"f": lambda x: x})
+    with pytest.raises(TypeError, match="cannot be part of a model's key"):
+        model_key({"o": object()})
 
 
 def _fit(sampler, steps, **kw):
@@ -146,3 +162,48 @@ def test_budget_stops_and_resumes_bit_identical(omniglot_train, tmp_path, monkey
     assert resumed_curve.equals(straight_curve)
     a, b = (json.loads((tmp_path / d / "nb" / "proto.json").read_text()) for d in ("a", "b"))
     assert a["sha256"] == b["sha256"] and a["history"] == b["history"] and a["key"] == b["key"]
+
+
+def _key_line(capsys, sampler, models, model, name="proto", **kw):
+    fit(name, model, sampler, 2, notebook="nb", seed=1, models_dir=str(models), **kw)
+    return capsys.readouterr().out.splitlines()[0]
+
+
+def test_what_the_key_sees(omniglot_train, omniglot_test, tmp_path, capsys):
+    """The data's contents, the model's plain settings and initial weights, and a generated task's settings are
+    part of the key, not only names and layers."""
+    from metalearn.matching_net import MatchingNet
+    from metalearn.meta_train import train_maml
+    from metalearn.regression import SinusoidSampler, sinusoid_mlp
+
+    models = tmp_path / "models"
+    torch.manual_seed(0)
+    _key_line(capsys, EpisodeSampler(omniglot_train, 5, 1, 2), models, ProtoNet(conv4_for((1, 28, 28), hidden=8)))
+    renamed = type(omniglot_test)(omniglot_test.images, omniglot_test.class_names, omniglot_train.name)
+    torch.manual_seed(0)
+    line = _key_line(capsys, EpisodeSampler(renamed, 5, 1, 2), models, ProtoNet(conv4_for((1, 28, 28), hidden=8)))
+    assert "data_contents" in line and "training" in line  # same name, other images
+    torch.manual_seed(1)
+    line = _key_line(capsys, EpisodeSampler(renamed, 5, 1, 2), models, ProtoNet(conv4_for((1, 28, 28), hidden=8)))
+    assert "model.initial_weights changed" in line  # another seed
+    torch.manual_seed(0)
+    line = _key_line(capsys, EpisodeSampler(renamed, 5, 1, 2), models,
+                     MatchingNet(conv4_for((1, 28, 28), hidden=8), distance="cosine"), name="match")
+    torch.manual_seed(0)
+    line = _key_line(capsys, EpisodeSampler(renamed, 5, 1, 2), models,
+                     MatchingNet(conv4_for((1, 28, 28), hidden=8), distance="euclidean"), name="match")
+    assert "model.settings changed" in line  # a setting that the layers' repr does not show
+    sine = dict(train_fn=train_maml, tasks=2, inner_steps=1, inner_lr=0.01, regression=True)
+    for shots, expected in ((5, "no stored model"), (10, "data_contents")):
+        torch.manual_seed(0)
+        line = _key_line(capsys, SinusoidSampler(shots, 5), models, sinusoid_mlp(8), name="sine", **sine)
+        assert expected in line
+
+
+def test_a_record_that_is_not_an_object_is_refused(omniglot_train, tmp_path, capsys):
+    sampler, models = EpisodeSampler(omniglot_train, 5, 1, 2), tmp_path / "models"
+    _fit(sampler, 2, models_dir=str(models))
+    (models / "nb" / "proto.json").write_text("[]")
+    capsys.readouterr()
+    _fit(sampler, 2, models_dir=str(models))
+    assert "refused" in capsys.readouterr().out

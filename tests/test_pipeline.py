@@ -4,6 +4,7 @@ resumed three times by the real papermill run, ends with the same weights and me
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import nbformat
@@ -11,6 +12,7 @@ import pytest
 import torch
 import yaml
 from metalearn import pipeline
+from metalearn.train import DEADLINE_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,6 +60,16 @@ def test_unknown_params_fail_before_any_work(tmp_path):
     assert not (root / "reports").exists() and not (root / "models").exists()
 
 
+def test_nested_keys_are_checked(tmp_path):
+    root = _project(tmp_path)
+    nb = root / "notebooks" / "tiny.ipynb"
+    nb.write_text(nb.read_text().replace("steps = 2", "steps = 2\\nsettings = {'a_5way': {'steps': 1}}"))
+    (root / "params.yaml").write_text("tiny:\n  settings: {a_5way: {steps: 3, stesp: 4}}\n")
+    with pytest.raises(ValueError, match=r"tiny.settings.a_5way.stesp is not a key of the notebook's default; "
+                                         r"allowed keys: steps"):
+        pipeline.check_params("study", root)
+
+
 @pytest.mark.parametrize("scale", ["study", "paper"])
 def test_the_real_params_files_are_valid(scale):
     params = pipeline.check_params(scale)
@@ -68,6 +80,11 @@ def test_budgeted_run_resumes_bit_identical(tmp_path):
     straight = _project(tmp_path / "straight")
     pipeline.run("tiny", "study", root=straight)
     stopped = _project(tmp_path / "stopped")
+    os.environ[DEADLINE_ENV] = "0"  # a shell's leftover deadline does not reach a run without --minutes
+    try:
+        pipeline.run("tiny", "study", root=_project(tmp_path / "unbudgeted"))
+    finally:
+        del os.environ[DEADLINE_ENV]
     for stop in (1, 2, 3):  # --minutes 0: every call makes one training step, saves, and stops
         with pytest.raises(pipeline.NotFinished, match=f"stopped at step {stop} of 4"):
             pipeline.run("tiny", "study", minutes=0, root=stopped)

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from metalearn.episodes import EpisodeSampler
 from metalearn.models import Conv4
-from metalearn.train import NonFiniteLoss, step_seed, train
+from metalearn.train import DEADLINE_ENV, BudgetExhausted, NonFiniteLoss, step_seed, train
 
 
 def _run(omniglot_train, ckpt, steps=12, interrupt_at=None, nan_at=None):
@@ -45,6 +45,34 @@ def test_resume_matches_uninterrupted(omniglot_train, tmp_path):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=f"{name} differs after resume")
     assert straight_res.history == resumed_res.history
     assert [r["step"] for r in straight_res.history] == [2, 4, 6, 8, 10, 12]
+
+
+def test_budget_stops_after_every_step_and_ends_bit_identical(omniglot_train, tmp_path, monkeypatch):
+    """A past deadline stops a run after each step (11 stops in 12 steps): across the stops, the scheduler's state,
+    the running averages of the log rows (every 2 steps) and the RNG streams carry over exactly."""
+    straight, straight_res = _run(omniglot_train, tmp_path / "a.pt")
+    monkeypatch.setenv(DEADLINE_ENV, "0")
+    for stop in range(1, 12):
+        with pytest.raises(BudgetExhausted, match=f"stopped at step {stop} of 12"):
+            _run(omniglot_train, tmp_path / "b.pt")
+    resumed, resumed_res = _run(omniglot_train, tmp_path / "b.pt")
+    assert resumed_res.resumed_from == 11 and resumed_res.history == straight_res.history
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=f"{name} differs after 11 budget stops")
+
+
+def test_non_finite_weights_are_never_saved(tmp_path):
+    model = torch.nn.Linear(1, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=1e38)  # a finite loss, then weights that overflow
+
+    def loss_fn(m, batch):
+        return (m(batch) ** 2).sum() * 1e3, {}
+
+    with pytest.raises(NonFiniteLoss, match="the weights are not finite after step"):
+        train(model, loss_fn, lambda step, g: torch.ones(4, 1), 3, opt, seed=0, checkpoint=tmp_path / "c.pt",
+              checkpoint_every=1, progress=False)
+    assert not (tmp_path / "c.pt").exists() or torch.isfinite(
+        torch.load(tmp_path / "c.pt", weights_only=True)["model"]["weight"]).all()
 
 
 def test_loss_falls(omniglot_train):

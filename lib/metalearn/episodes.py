@@ -12,8 +12,10 @@ Sampling happens on the data's device (CPU or CUDA) from one preloaded uint8 ten
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -67,6 +69,13 @@ class ClassDataset:
     @property
     def device(self) -> torch.device:
         return self.images.device
+
+    @cached_property
+    def digest(self) -> str:
+        """sha256 of the images and class names: what a trained model's key records of its data."""
+        h = hashlib.sha256(repr((tuple(self.images.shape), self.class_names)).encode())
+        h.update(self.images.cpu().numpy().tobytes())
+        return h.hexdigest()
 
     def to(self, device: str | torch.device) -> ClassDataset:
         return ClassDataset(self.images.to(resolve_device(device)), self.class_names, self.name)

@@ -2,7 +2,8 @@
 
 A model's **key** is a hash of three things, and nothing else:
 
-* its fit configuration (name, data, steps, learning rate, seed, the model's layers, the trainer's settings);
+* its fit configuration: name, data (with a digest of its contents), steps, learning rate, seed, the model (its
+  layers, their plain settings and a digest of its initial weights), the trainer and its settings;
 * the source of the ``metalearn`` modules the fit imports: the closure of the trainer's, the model's and the
   sampler's modules (:mod:`metalearn.source`), not the whole library, so editing ``plotting.py`` or a benchmark
   keeps every model, while editing ``protonet.py`` retrains the ProtoNets;
@@ -67,12 +68,36 @@ def fit_modules(*objects: object) -> list[str]:
     return closure(names)
 
 
-def _plain(obj: object) -> str:
-    """A stable text for a setting JSON cannot hold: a function by its qualified name (a repr would hold its
-    memory address), anything else by its repr."""
-    if callable(obj) and hasattr(obj, "__qualname__"):
-        return f"{obj.__module__}.{obj.__qualname__}"
-    return repr(obj)
+def _plain(obj: object) -> object:
+    """A stable JSON form of a setting JSON cannot hold: a set sorted, a named function by its qualified name. A
+    value whose repr would differ between processes (a lambda, a partial, an object at a memory address) is refused:
+    it cannot identify a model."""
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj, key=repr)
+    name = getattr(obj, "__qualname__", "")
+    if callable(obj) and name and "<lambda>" not in name and "<locals>" not in name:
+        return f"{obj.__module__}.{name}"
+    text = repr(obj)
+    if " at 0x" in text or "<lambda>" in name or "<locals>" in name:
+        raise TypeError(f"the fit setting {text[:80]} cannot be part of a model's key (its text differs between "
+                        "processes): pass a plain value or a module-level function")
+    return text
+
+
+def describe_model(model: nn.Module) -> dict[str, Any]:
+    """What a model's key records of it: its layers (``repr``), each layer's plain settings that the repr may not
+    show (e.g. a distance's name), and a digest of its initial weights (its seed and initialisation)."""
+    settings = {}
+    for name, m in model.named_modules():
+        plain = {k: v for k, v in vars(m).items()
+                 if not k.startswith("_") and k != "training" and isinstance(v, (bool, int, float, str, type(None)))}
+        if plain:
+            settings[name or "."] = plain
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(f"{k}:{v.dtype}:{tuple(v.shape)}".encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return {"layers": repr(model), "settings": settings, "initial_weights": h.hexdigest()}
 
 
 def model_key(config: dict[str, Any], *objects: object) -> ModelKey:
@@ -86,8 +111,11 @@ def key_changes(record: dict[str, Any], key: ModelKey) -> str:
     changes = []
     old_config, old_sources = record.get("config", {}), record.get("sources", {})
     for k in sorted(set(old_config) | set(key.config)):
-        if old_config.get(k) != key.config.get(k):
-            changes.append(f"{k}: {old_config.get(k)!r} -> {key.config.get(k)!r}"[:160])
+        old, new = old_config.get(k), key.config.get(k)
+        if old != new and isinstance(old, dict) and isinstance(new, dict):
+            changes += [f"{k}.{sub} changed" for sub in sorted(set(old) | set(new)) if old.get(sub) != new.get(sub)]
+        elif old != new:
+            changes.append(f"{k}: {old!r} -> {new!r}"[:160])
     for f in sorted(set(old_sources) | set(key.sources)):
         if f not in key.sources:
             changes.append(f"{f} no longer used")
@@ -124,7 +152,9 @@ class ModelStore:
             return None, f"no stored model in {self.folder}"
         try:
             record = json.loads(record_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            if not isinstance(record, dict):
+                raise ValueError(f"a JSON {type(record).__name__}, not an object")
+        except (ValueError, UnicodeDecodeError) as e:
             return None, f"refused {record_path}: not a model record ({e})"
         if record.get("key") != key.digest:
             return None, key_changes(record, key)
@@ -132,7 +162,11 @@ class ModelStore:
             return None, f"refused {weights}: its sha256 does not match its record (truncated or corrupted)"
         try:
             state = torch.load(weights, map_location=next(model.parameters()).device, weights_only=True)
-            model.load_state_dict(state)
+            own = model.state_dict()
+            if not isinstance(state, dict) or {k: tuple(v.shape) for k, v in state.items()} != {
+                    k: tuple(v.shape) for k, v in own.items()}:
+                raise ValueError("not a state_dict of this model (other names or shapes)")
+            model.load_state_dict(state)  # checked first, so a refused file never half-loads
         except Exception as e:  # unpickling refused, not a state_dict, or shapes that do not fit the model
             return None, f"refused {weights}: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
         return record, ""

@@ -18,6 +18,7 @@ notebook, parameters and library source (DVC does this for the study scale).
 from __future__ import annotations
 
 import argparse
+import ast
 import hashlib
 import json
 import os
@@ -71,12 +72,32 @@ def check_params(scale: str, root: Path = ROOT) -> dict[str, dict]:
     for section, values in params.items():
         if section not in chapters:
             raise ValueError(f"{params_file}: section {section!r} is not a notebook's; sections: {', '.join(chapters)}")
-        allowed = set(declared_parameters(chapters[section], root)) - {"scale", "out_dir", "models_dir"}
+        declared = declared_parameters(chapters[section], root)
+        allowed = set(declared) - {"scale", "out_dir", "models_dir"}
         unknown = sorted(set(values or {}) - allowed)
         if unknown:
             raise ValueError(f"{params_file}: {section}.{unknown[0]} is not a parameter of "
                              f"notebooks/{chapters[section]}.ipynb; allowed keys: {', '.join(sorted(allowed))}")
+        for key, value in (values or {}).items():
+            try:
+                default = ast.literal_eval(declared[key]["default"])
+            except (ValueError, SyntaxError):  # a default that is an expression: nothing to compare with
+                continue
+            _check_nested(f"{params_file}: {section}.{key}", value, default)
     return params
+
+
+def _check_nested(where: str, value: object, default: object) -> None:
+    """A dict-valued parameter has the keys of the notebook's default, level by level (e.g. the gradient chapters'
+    ``settings.omniglot_5way.inner_lr``)."""
+    if not isinstance(value, dict) or not isinstance(default, dict):
+        return
+    unknown = sorted(set(value) - set(default))
+    if unknown:
+        raise ValueError(f"{where}.{unknown[0]} is not a key of the notebook's default; allowed keys: "
+                         f"{', '.join(sorted(default))}")
+    for k, v in value.items():
+        _check_nested(f"{where}.{k}", v, default[k])
 
 
 def notebook_parameters(notebook: str, scale: str, root: Path = ROOT) -> dict:
@@ -92,13 +113,20 @@ def notebook_parameters(notebook: str, scale: str, root: Path = ROOT) -> dict:
 
 
 def inputs_digest(notebook: str, scale: str, root: Path = ROOT) -> str:
-    """A hash of what a chapter's reports at ``scale`` come from: the notebook, its parameters and the source of
-    the library modules it imports."""
+    """A hash of what a chapter's reports at ``scale`` come from: the notebook, its parameters, the contents of the
+    files its parameters name (e.g. another chapter's rows), the data manifest, the source of the library modules it
+    imports, and the torch version."""
+    import torch
+
     source = root / "notebooks" / f"{notebook}.ipynb"
     cells = json.loads(source.read_text())["cells"]
     code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
-    blob = json.dumps({"notebook": hashlib.sha256(source.read_bytes()).hexdigest(),
-                       "params": notebook_parameters(notebook, scale, root),
+    params = notebook_parameters(notebook, scale, root)
+    named = {v: hashlib.sha256((source.parent / v).read_bytes()).hexdigest() for v in params.values()
+             if isinstance(v, str) and (source.parent / v).is_file()}
+    manifest = root / "data" / "manifest.json"
+    blob = json.dumps({"notebook": hashlib.sha256(source.read_bytes()).hexdigest(), "params": params, "files": named,
+                       "data": manifest.read_text() if manifest.exists() else None, "torch": torch.__version__,
                        "lib": source_hashes(closure(code_imports(code) | {"pipeline"}))}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -115,11 +143,14 @@ def run(notebook: str, scale: str = "study", minutes: float | None = None, root:
     if not source.exists():
         raise FileNotFoundError(f"no notebook {source.relative_to(root)}")
     parameters = notebook_parameters(notebook, scale, root)
+    digest = inputs_digest(notebook, scale, root) if scale != "study" else ""  # what this run starts from
     out = root / SCALES[scale][1] / "notebooks" / f"{notebook}.ipynb"
     failed = out.with_suffix(".failed.ipynb")
     env_before = os.environ.get(DEADLINE_ENV)
     if minutes is not None:  # the kernel inherits the environment
         os.environ[DEADLINE_ENV] = str(time.time() + 60 * minutes)
+    else:  # no budget, whatever the calling shell had set
+        os.environ.pop(DEADLINE_ENV, None)
     try:
         with atomic_path(out, suffix=".ipynb") as tmp:
             try:
@@ -141,9 +172,9 @@ def run(notebook: str, scale: str = "study", minutes: float | None = None, root:
     body, _ = HTMLExporter().from_notebook_node(nbformat.read(out, as_version=4))
     with atomic_path(out.with_suffix(".html")) as tmp:
         tmp.write_text(body)
-    if scale != "study":  # DVC tracks the study scale's inputs in dvc.lock
+    if digest:  # DVC tracks the study scale's inputs in dvc.lock
         with atomic_path(out.with_suffix(".inputs")) as tmp:
-            tmp.write_text(inputs_digest(notebook, scale, root) + "\n")
+            tmp.write_text(digest + "\n")
     return out
 
 

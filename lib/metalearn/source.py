@@ -3,7 +3,9 @@ inside a function), the closure of those imports, and the hash of that closure's
 
 A trained model is keyed by the source of the modules its fit imports (:mod:`metalearn.model_store`), a DVC stage
 depends on the modules its notebook imports (``dvc.yaml``), and the graph must have no circles (the floors of the
-library: files, data, episodes, models and the trainer at the bottom; methods above; notebook glue on top).
+library: files, data, episodes, models and the trainer at the bottom; methods above; notebook glue on top). The
+source is read once per process (a snapshot at first use), so a key describes the code the process runs even if a
+file is edited while a long run goes on.
 """
 
 from __future__ import annotations
@@ -18,14 +20,19 @@ LIB = Path(__file__).resolve().parent
 PACKAGE = "metalearn"
 
 
-def module_path(module: str) -> Path:
-    """``"maml"`` or ``"metalearn.maml"`` -> the module's source file (``ValueError`` if there is none)."""
+@cache
+def _snapshot(lib: Path) -> dict[str, bytes]:
+    """The source of every module of the library folder ``lib``, read once per process."""
+    return {p.stem: p.read_bytes() for p in sorted(lib.glob("*.py")) if p.stem != "__init__"}
+
+
+def _source(module: str) -> bytes:
+    """``"maml"`` or ``"metalearn.maml"`` -> the module's source (``ValueError`` if there is none)."""
+    sources = _snapshot(LIB)
     name = module.removeprefix(f"{PACKAGE}.")
-    path = LIB / f"{name}.py"
-    if "." in name or not path.is_file():
-        known = ", ".join(sorted(p.stem for p in LIB.glob("*.py") if p.stem != "__init__"))
-        raise ValueError(f"{module!r} is not a module of {PACKAGE}; modules: {known}")
-    return path
+    if name not in sources:
+        raise ValueError(f"{module!r} is not a module of {PACKAGE}; modules: {', '.join(sorted(sources))}")
+    return sources[name]
 
 
 def _imported(tree: ast.AST) -> set[str]:
@@ -42,18 +49,18 @@ def _imported(tree: ast.AST) -> set[str]:
         elif isinstance(node, ast.Import):
             found.update(a.name.split(".")[1] for a in node.names
                          if a.name.startswith(f"{PACKAGE}.") and a.name.count(".") >= 1)
-    return {m for m in found if (LIB / f"{m}.py").is_file()}
+    return {m for m in found if m in _snapshot(LIB)}
 
 
 @cache
-def _imports_of(path: Path, mtime_ns: int) -> frozenset[str]:
-    return frozenset(_imported(ast.parse(path.read_text(), str(path))))
+def _imports_of(lib: Path, module: str) -> frozenset[str]:
+    return frozenset(m for m in _imported(ast.parse(_source(module))) if m in _snapshot(lib))
 
 
 def imports(module: str) -> set[str]:
     """The ``metalearn`` modules that ``module`` imports directly (short names, e.g. ``{"train", "models"}``)."""
-    path = module_path(module)
-    return set(_imports_of(path, path.stat().st_mtime_ns))
+    _source(module)  # a clear error for a name that is not a module
+    return set(_imports_of(LIB, module.removeprefix(f"{PACKAGE}.")))
 
 
 def code_imports(code: str) -> set[str]:
@@ -75,7 +82,7 @@ def closure(modules: Iterable[str]) -> list[str]:
 
 def cycles() -> list[list[str]]:
     """Every import circle of the library, each as the list of modules around it (empty: none)."""
-    graph = {p.stem: imports(p.stem) for p in LIB.glob("*.py") if p.stem != "__init__"}
+    graph = {m: imports(m) for m in _snapshot(LIB)}
     found, state = [], {}
 
     def visit(m: str, stack: list[str]) -> None:
@@ -95,4 +102,4 @@ def cycles() -> list[list[str]]:
 
 def source_hashes(modules: Iterable[str]) -> dict[str, str]:
     """``{"maml.py": sha256 of its source, ...}`` for ``modules`` (short names)."""
-    return {f"{m}.py": hashlib.sha256(module_path(m).read_bytes()).hexdigest() for m in sorted(modules)}
+    return {f"{m}.py": hashlib.sha256(_source(m)).hexdigest() for m in sorted(modules)}

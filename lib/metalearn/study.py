@@ -15,7 +15,7 @@ from torch import nn
 from .episodes import ClassDataset, EpisodeSampler
 from .evaluate import EvalResult, evaluate
 from .fewshot import predictor, train_episodic
-from .model_store import ModelStore, model_key
+from .model_store import ModelStore, describe_model, model_key
 from .results import row
 from .task_shift import as_cifar_format, as_omniglot_format
 from .train import TrainResult
@@ -35,20 +35,26 @@ def fit(name: str, model: nn.Module, data: EpisodeSampler | ClassDataset, steps:
     """
     if isinstance(data, EpisodeSampler):
         what = f"{data.dataset.name}, {data.ways}-way {data.shots}-shot {data.queries}-query episodes"
-    else:
-        what = data.name
-    config = dict(name=name, data=what, steps=steps, lr=lr, halve_lr_every=halve_lr_every, seed=seed,
-                  model=repr(model), trainer=f"{train_fn.__module__}.{train_fn.__qualname__}", **train_kwargs)
+        contents = data.dataset.digest
+    elif isinstance(data, ClassDataset):
+        what, contents = data.name, data.digest
+    else:  # generated tasks (e.g. sinusoids): their settings are the data
+        what, contents = data.name, {k: v for k, v in sorted(vars(data).items()) if not k.startswith("_")}
+    config = dict(name=name, data=what, data_contents=contents, steps=steps, lr=lr, halve_lr_every=halve_lr_every,
+                  seed=seed, model=describe_model(model), trainer=f"{train_fn.__module__}.{train_fn.__qualname__}",
+                  **train_kwargs)
     key = model_key(config, train_fn, model, data, *train_kwargs.values())
     store = ModelStore(models_dir, notebook) if models_dir else None
     why = "no models folder set (smoke scale)"
     if store is not None:
         record, why = store.load(name, model, key)
         if record is not None:
+            model.eval()  # as a trained model is returned
             print(f"{name}: reused {store.weights(name)} ({record['steps']} steps, key {key.digest[:12]} unchanged)")
             return pd.DataFrame(record["history"]).assign(model=name), record["seconds"]
         if read_only:
-            raise FileNotFoundError(f"{name}: {why}; train chapter {notebook}'s models first (dvc repro {notebook})")
+            raise FileNotFoundError(f"{name}: {why}; the model must come from chapter {notebook} at this scale with "
+                                    f"the same settings (dvc repro {notebook}, or make paper)")
     ckpt = Path(checkpoint_dir) / f"{notebook}-{name}-{key.digest[:16]}.pt" if checkpoint_dir else None
     action = "resuming its unfinished run" if ckpt is not None and ckpt.exists() else "training"
     print(f"{name}: {action} ({why})")
@@ -56,10 +62,12 @@ def fit(name: str, model: nn.Module, data: EpisodeSampler | ClassDataset, steps:
                    log_every=max(1, steps // 40), desc=name, **train_kwargs)
     if store is not None:
         store.save(name, model, key, steps, res)
+        if ckpt is not None:
+            ckpt.unlink(missing_ok=True)  # finished: the stored weights replace the resume state
     print(f"{name}: {steps} steps on {what} in {res.seconds:.0f} s"
           + (f" (resumed at {res.resumed_from})" if res.resumed_from else "")
           + (f", saved to {store.weights(name)}" if store is not None else ""))
-    return pd.DataFrame(res.history).assign(model=name), res.seconds
+    return pd.DataFrame(res.history).assign(model=name), round(res.seconds, 1)
 
 
 class Evaluator:

@@ -34,6 +34,9 @@ BatchFn = Callable[[int, torch.Generator], Any]
 
 
 DEADLINE_ENV = "METALEARN_DEADLINE"
+# deterministic cuBLAS (CUDA), so that a stopped and resumed run on a GPU ends as one never stopped; set before the
+# first CUDA matrix product, i.e. at import
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 
 class BudgetExhausted(RuntimeError):
@@ -41,7 +44,8 @@ class BudgetExhausted(RuntimeError):
 
 
 class NonFiniteLoss(RuntimeError):
-    """The loss became NaN or infinite; the last checkpoint (if any) is kept, nothing was saved over it."""
+    """The loss (or, at a save, the weights) became NaN or infinite; the last checkpoint (if any) is kept, nothing
+    was saved over it."""
 
 
 def deadline() -> float | None:
@@ -87,6 +91,9 @@ def train(model: nn.Module, loss_fn: StepFn, batch_fn: BatchFn, steps: int, opti
     if checkpoint_every <= 0 or log_every <= 0:
         raise ValueError("checkpoint_every and log_every must be positive")
     device = next(model.parameters()).device
+    if device.type == "cuda":  # bit-identical resumes on a GPU too (a little slower)
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+        torch.use_deterministic_algorithms(True, warn_only=True)
     stop_at = deadline()
     result, start = TrainResult(), 0
     state = read_checkpoint(Path(checkpoint), device) if checkpoint is not None else None
@@ -98,13 +105,19 @@ def train(model: nn.Module, loss_fn: StepFn, batch_fn: BatchFn, steps: int, opti
         start = state["step"]
         result = TrainResult(state["history"], state["seconds"], resumed_from=start)
         running, count = state["running"], state["count"]  # a checkpoint may fall between two log rows
+        if state.get("device", device.type) != device.type:
+            print(f"{desc}: resuming on {device.type} a run saved on {state['device']}: it will not be bit-identical "
+                  "to a run never stopped")
     else:
         running, count = {}, 0
 
     def save(step: int) -> None:
         if checkpoint is None:
             return
-        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        if not all(torch.isfinite(p).all() for p in model.parameters()):
+            raise NonFiniteLoss(f"{desc}: the weights are not finite after step {step} (the last loss was finite); "
+                                f"the checkpoint {checkpoint} is kept as it was. Lower the learning rate and run again")
+        state = {"device": device.type, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                  "scheduler": scheduler.state_dict() if scheduler is not None else None,
                  "step": step, "history": result.history, "seconds": result.seconds,
                  "running": running, "count": count}
