@@ -107,3 +107,14 @@ def test_cli_says_not_finished_with_its_own_status(monkeypatch, capsys):
         pipeline.main(["00_background", "--minutes", "1"])
     assert exit_info.value.code == pipeline.NOT_FINISHED == 75
     assert "NOT FINISHED (run the same command again to continue)" in capsys.readouterr().err
+
+
+def test_prepare_only_injects_the_scale_and_runs_nothing(tmp_path):
+    root = _project(tmp_path)
+    out = pipeline.prepare("tiny", "study", root=root)
+    assert out == root / "scratch" / "tiny.study.ipynb"
+    cells = nbformat.read(out, as_version=4).cells
+    injected = next(c for c in cells if "injected-parameters" in c.metadata.get("tags", []))
+    assert 'models_dir = "../models"' in injected.source and 'out_dir = "../scratch"' in injected.source
+    assert "steps = 4" in injected.source and not any(c.get("outputs") for c in cells if c.cell_type == "code")
+    assert not (root / "models").exists()

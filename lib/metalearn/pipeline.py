@@ -3,6 +3,7 @@
     python -m metalearn.pipeline 00_background                              # study scale: params.yaml -> reports/
     python -m metalearn.pipeline 00_background --scale paper                # papers' budgets -> reports/paper/
     python -m metalearn.pipeline all --scale paper --minutes 8              # every chapter, at most 8 min of training
+    python -m metalearn.pipeline 04_prototypical_networks --prepare-only   # a study-scale copy to open in JupyterLab
 
 The notebook's ``parameters`` cell holds the smoke scale (what nbval runs); the scale's parameter file overrides
 it (section ``maml`` for ``09_maml``: the name without its number), and every key of that file is checked against
@@ -178,6 +179,20 @@ def run(notebook: str, scale: str = "study", minutes: float | None = None, root:
     return out
 
 
+def prepare(notebook: str, scale: str = "study", root: Path = ROOT) -> Path:
+    """A copy of ``notebooks/<notebook>.ipynb`` with the scale's parameters injected and nothing run, to open in
+    JupyterLab: ``scratch/<notebook>.<scale>.ipynb``. It reads and writes the scale's models (so a run reuses the
+    committed ones) but writes its reports into ``scratch/``, leaving ``reports/`` to the pipeline."""
+    import papermill
+
+    out = root / "scratch" / f"{notebook}.{scale}.ipynb"
+    parameters = {**notebook_parameters(notebook, scale, root), "out_dir": "../scratch"}
+    with atomic_path(out, suffix=".ipynb") as tmp:
+        papermill.execute_notebook(str(root / "notebooks" / f"{notebook}.ipynb"), str(tmp), parameters=parameters,
+                                   prepare_only=True, kernel_name="python3", progress_bar=False)
+    return out
+
+
 def run_all(scale: str, minutes: float | None = None, root: Path = ROOT) -> list[str]:
     """Every chapter in order within one budget of ``minutes``, skipping those whose reports are up to date;
     return the chapters that ran. Raises :class:`NotFinished` at the first chapter the budget stops."""
@@ -202,9 +217,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scale", default="study", choices=sorted(SCALES))
     parser.add_argument("--minutes", type=float, default=None,
                         help="stop training after this many minutes, save, and exit with status 75 (run again)")
+    parser.add_argument("--prepare-only", action="store_true",
+                        help="write scratch/<notebook>.<scale>.ipynb with the scale's parameters, to run in JupyterLab")
     args = parser.parse_args(argv)
     if args.minutes is not None and args.minutes < 0:
         parser.error(f"--minutes must be >= 0, got {args.minutes}")
+    if args.prepare_only:
+        print(prepare(args.notebook, args.scale))
+        return
     try:
         if args.notebook == "all":
             run_all(args.scale, args.minutes)
