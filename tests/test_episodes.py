@@ -6,7 +6,15 @@ import math
 
 import pytest
 import torch
-from metalearn.episodes import ClassDataset, EpisodeSampler, make_generator, resolve_device, sample_sinusoid
+from metalearn.episodes import (
+    ClassDataset,
+    EpisodeSampler,
+    augment_episode,
+    augment_images,
+    make_generator,
+    resolve_device,
+    sample_sinusoid,
+)
 
 
 @pytest.fixture(scope="module")
@@ -96,3 +104,16 @@ def test_resolve_device():
 def test_samples_on_cuda(small):
     ep = EpisodeSampler(small.to("cuda"), 5, 1, 2).sample(4, make_generator(0, "cuda"))
     assert ep.support_x.is_cuda and ep.query_y.is_cuda
+
+
+def test_augment_episode_flips_and_crops_support_and_query_alike(cifar_splits):
+    images, names = cifar_splits["train"]
+    data = ClassDataset.from_numpy(images[:10], names[:10], "cifar")
+    ep = EpisodeSampler(data, 5, 2, 3).sample(4, torch.Generator().manual_seed(0))
+    out = augment_episode(ep, torch.Generator().manual_seed(1))
+    assert out.support_x.shape == ep.support_x.shape and out.query_x.shape == ep.query_x.shape
+    assert torch.equal(out.support_y, ep.support_y) and torch.equal(out.query_y, ep.query_y)
+    g = torch.Generator().manual_seed(1)  # the same draws as augment_images on each set of images in turn
+    assert torch.equal(out.support_x, augment_images(ep.support_x, g))
+    assert torch.equal(out.query_x, augment_images(ep.query_x, g))
+    assert not torch.equal(out.query_x, ep.query_x)

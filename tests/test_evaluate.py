@@ -1,4 +1,5 @@
-"""Evaluation: confidence intervals, seeded episodes, perfect and chance predictors."""
+"""Evaluation: confidence intervals, seeded episodes, perfect and chance predictors, chunks, paired differences,
+validation checks."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 from metalearn.episodes import EpisodeSampler
-from metalearn.evaluate import evaluate, mean_ci95
+from metalearn.evaluate import EvalResult, Validation, evaluate, mean_ci95, paired_difference
 from scipy import stats
 
 
@@ -45,3 +46,45 @@ def test_same_seed_same_episodes(omniglot_test):
     other = []
     evaluate(lambda ep: other.append(ep.query_x.sum().item()) or ep.query_y, sampler, 100, seed=6)
     assert other != seen[0]
+
+
+def test_chunks_bound_memory_without_changing_the_episodes(omniglot_test):
+    sampler = EpisodeSampler(omniglot_test, 5, 1, 3)
+    calls = []
+
+    def predict(ep):  # a prediction that depends on the episode's images, so a changed episode would show
+        calls.append(len(ep.query_y))
+        return (ep.query_x.flatten(2).sum(-1).long() + ep.support_x.flatten(1).sum(-1, keepdim=True).long()) % 5
+
+    whole = evaluate(predict, sampler, 100, seed=2)
+    chunked = evaluate(predict, sampler, 100, seed=2, chunk=7)
+    np.testing.assert_array_equal(whole.per_episode, chunked.per_episode)
+    assert max(calls[2:]) == 7
+    with pytest.raises(ValueError, match="chunk"):
+        evaluate(predict, sampler, 100, chunk=0)
+
+
+def test_paired_difference_is_the_mean_per_episode_difference():
+    rng = np.random.default_rng(0)
+    hard = rng.uniform(40, 90, 600)  # episode difficulty, shared by both methods
+    better = hard + 1.0 + rng.normal(0, 1, 600)
+    a = EvalResult(*mean_ci95(better), 600, better)
+    b = EvalResult(*mean_ci95(hard), 600, hard)
+    d = paired_difference(a, b)
+    assert d.mean == pytest.approx(a.mean - b.mean) and d.n == 600
+    assert d.ci95 < 0.2 < a.ci95  # pairing cancels the shared difficulty: the unpaired CIs overlap, the paired one not
+    assert d.significant and d.verdict("A", "B").startswith("A beats B by 1.")
+    same = paired_difference(b, b)
+    assert not same.significant and "not distinguishable" in same.verdict("A", "B")
+    with pytest.raises(ValueError, match="same episodes"):
+        paired_difference(a, EvalResult(50.0, 1.0, 10, np.zeros(10)))
+
+
+def test_validation_scores_fixed_episodes_and_describes_itself(omniglot_test):
+    sampler = EpisodeSampler(omniglot_test, 5, 1, 2)
+    val = Validation(sampler, lambda model: (lambda ep: ep.query_y), episodes=20, every=5)
+    assert val(torch.nn.Identity()) == 100.0
+    described = val.describe()
+    assert described["contents"] == omniglot_test.digest and described["episodes"] == 20
+    with pytest.raises(ValueError, match="every"):
+        Validation(sampler, lambda m: m, every=0)

@@ -159,9 +159,10 @@ def test_budget_stops_and_resumes_bit_identical(omniglot_train, tmp_path, monkey
     resumed, resumed_curve = _fit(sampler, 4, models_dir=str(tmp_path / "b"), checkpoint_dir=str(tmp_path / "cb"))
     assert "resumed at 3" in capsys.readouterr().out
     _same_weights(straight, resumed)
-    assert resumed_curve.equals(straight_curve)
+    assert resumed_curve.drop(columns="seconds").equals(straight_curve.drop(columns="seconds"))  # but wall time
     a, b = (json.loads((tmp_path / d / "nb" / "proto.json").read_text()) for d in ("a", "b"))
-    assert a["sha256"] == b["sha256"] and a["history"] == b["history"] and a["key"] == b["key"]
+    assert a["sha256"] == b["sha256"] and a["key"] == b["key"]
+    assert [r["loss"] for r in a["history"]] == [r["loss"] for r in b["history"]]
 
 
 def _key_line(capsys, sampler, models, model, name="proto", **kw):

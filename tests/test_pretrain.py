@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from metalearn.episodes import EpisodeSampler
+from metalearn.episodes import EpisodeSampler, augment_images
 from metalearn.evaluate import evaluate
 from metalearn.models import Classifier, Conv4, conv4_for, mlp
 from metalearn.pretrain import (
-    augment_batch,
     baseline_predictors,
     embed_episode,
     fit_linear_head,
@@ -44,13 +43,13 @@ def test_linear_head_separates_tasks_independently():
     assert (fit_linear_head(support, y, query, 5) == yq).float().mean() > 0.98
 
 
-def test_augment_batch_is_a_flip_or_crop_of_the_input():
+def test_augment_images_is_a_flip_or_crop_of_the_input():
     x = torch.rand(64, 3, 8, 8)
-    out = augment_batch(x, torch.Generator().manual_seed(0), pad=0)  # no padding: flips only
+    out = augment_images(x, torch.Generator().manual_seed(0), pad=0)  # no padding: flips only
     flipped = (out == x.flip(3)).flatten(1).all(1)
     same = (out == x).flatten(1).all(1)
     assert bool((flipped | same).all()) and 10 < int(flipped.sum()) < 54
-    cropped = augment_batch(x, torch.Generator().manual_seed(1), pad=2)
+    cropped = augment_images(x, torch.Generator().manual_seed(1), pad=2)
     assert cropped.shape == x.shape
     padded = F.pad(x, (2, 2, 2, 2))
     for i in range(64):  # every output is some 8x8 window of the padded image, flipped or not

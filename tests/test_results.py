@@ -78,7 +78,8 @@ def test_write_read_round_trip_and_collect(tmp_path) -> None:
             _row(method="maml", variant="torchmeta", metric="seconds_per_step", value=0.3, ci95=None, n_test=None,
                  meta_batch=32, inner_steps=5)]
     paths = results.write_metrics("nb", rows, tmp_path, curves=CURVES)
-    assert [p.relative_to(tmp_path).as_posix() for p in paths] == ["rows/nb.csv", "metrics/nb.json", "curves/nb.csv"]
+    assert [p.relative_to(tmp_path).as_posix() for p in paths] == ["rows/nb.csv", "metrics/nb.json", "curves/nb.csv",
+                                                                   "curves/nb_validation.csv"]
     assert paths[0].read_text().splitlines()[1].startswith("nb,protonet,,,omniglot,5,1,,,,accuracy,98.0,0.3,600,")
     back = results.read_rows(paths[0])
     assert list(back.columns) == results.COLUMNS
@@ -88,6 +89,16 @@ def test_write_read_round_trip_and_collect(tmp_path) -> None:
     assert metrics["omniglot"]["5w5s"]["protonet"] == {"accuracy": 99.5, "accuracy_ci95": 0.3}
     curves = pd.read_csv(paths[2])
     assert list(curves.columns) == ["series", "step", "loss", "accuracy"] and list(curves.series) == ["a", "a", "b"]
+    assert list(pd.read_csv(paths[3]).columns) == results.VALIDATION_COLUMNS  # no checks: the header only
+
+    # a selected model's curve: training rows and validation checks, apart
+    checked = pd.DataFrame({"model": "c", "step": [10, 20, 20], "seconds": [1.0, 2.0, 2.0],
+                            "loss": [1.0, 0.5, float("nan")], "val_accuracy": [float("nan"), float("nan"), 61.5]})
+    paths = results.write_metrics("nb", rows, tmp_path, curves=checked)
+    assert pd.read_csv(paths[2]).to_dict("list") == {"series": ["c", "c"], "step": [10, 20], "seconds": [1.0, 2.0],
+                                                     "loss": [1.0, 0.5]}
+    assert pd.read_csv(paths[3]).to_dict("records") == [{"series": "c", "step": 20, "seconds": 2.0,
+                                                         "val_accuracy": 61.5}]
 
     results.write_metrics("other", [_row(notebook="other", metric="episodes_per_s", value=1e4, ci95=None)], tmp_path,
                           curves=CURVES.drop(columns="accuracy"))

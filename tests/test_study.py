@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 from metalearn.episodes import ClassDataset, EpisodeSampler
-from metalearn.evaluate import EvalResult
+from metalearn.evaluate import EvalResult, Validation
+from metalearn.fewshot import predictor
 from metalearn.models import Conv4
 from metalearn.protonet import ProtoNet
-from metalearn.study import Evaluator, fit, paper_comparison, paper_summary, task_shift_results
+from metalearn.study import (
+    Evaluator,
+    Reference,
+    budget_extrapolation,
+    fit,
+    fit_refit,
+    paper_comparison,
+    paper_summary,
+    task_shift_results,
+)
 
 
 def test_fit_resumes_and_evaluator_caches(omniglot_train, omniglot_test, tmp_path):
@@ -88,3 +101,69 @@ def test_task_shift_results_give_one_row_per_shifted_model(omniglot_test, cifar_
     assert [r["train_seconds"] for r in rows] == [2.0, 6.0, 2.0, 6.0, 3.0, 7.0, 3.0, 7.0]
     assert all(r["value"] == rec["shifted model"] and r["n_test"] == 2 and r["seed"] == 3
                for r, rec in zip(rows, table.to_dict("records"), strict=True))
+
+
+def test_fit_with_validation_is_stored_and_reused(omniglot_train, omniglot_test, tmp_path, capsys):
+    small = ClassDataset(omniglot_train.images[:30], omniglot_train.class_names[:30], "small")
+    val = Validation(EpisodeSampler(omniglot_test, 5, 1, 2), predictor, episodes=6, every=2)
+    torch.manual_seed(0)
+    model = ProtoNet(Conv4())
+    curve, _ = fit("p", model, EpisodeSampler(small, 5, 1, 2), 6, notebook="nb", seed=0, models_dir=str(tmp_path),
+                   validation=val)
+    checks = curve.dropna(subset=["val_accuracy"])
+    assert list(checks["step"]) == [2, 4, 6] and "kept step" in capsys.readouterr().out
+    record = json.loads((tmp_path / "nb" / "p.json").read_text())
+    assert record["best_step"] == int(checks.loc[checks["val_accuracy"].idxmax(), "step"])
+    assert record["config"]["validation"]["contents"] == omniglot_test.digest
+    torch.manual_seed(0)
+    again, _ = fit("p", ProtoNet(Conv4()), EpisodeSampler(small, 5, 1, 2), 6, notebook="nb", seed=0,
+                   models_dir=str(tmp_path), validation=val)
+    assert "reused" in capsys.readouterr().out and again.equals(curve)
+    torch.manual_seed(0)  # other validation episodes: another selection, another model
+    fit("p", ProtoNet(Conv4()), EpisodeSampler(small, 5, 1, 2), 6, notebook="nb", seed=0, models_dir=str(tmp_path),
+        validation=Validation(val.sampler, predictor, episodes=8, every=2))
+    assert "validation.episodes changed" in capsys.readouterr().out
+
+
+def test_fit_refit_trains_the_final_model_for_the_chosen_length_on_more_classes(omniglot_train, omniglot_test):
+    train_part = ClassDataset(omniglot_train.images[:20], omniglot_train.class_names[:20], "part")
+    more = ClassDataset(omniglot_train.images[:40], omniglot_train.class_names[:40], "part+more")
+    val = Validation(EpisodeSampler(omniglot_test, 5, 1, 2), predictor, episodes=6, every=2)
+    made = []
+
+    def make_model(data):
+        made.append(data.dataset.name)
+        torch.manual_seed(0)
+        return ProtoNet(Conv4())
+
+    model, curve, _seconds, chosen = fit_refit("p", make_model, EpisodeSampler(train_part, 5, 1, 2),
+                                               EpisodeSampler(more, 5, 1, 2), 6, validation=val, notebook="nb",
+                                               seed=0)
+    assert made == ["part", "part+more"]
+    selection = curve[curve.model == "p-selection"].dropna(subset=["val_accuracy"])
+    assert chosen == int(selection.loc[selection["val_accuracy"].idxmax(), "step"])
+    final = curve[curve.model == "p"]
+    assert final["step"].max() == chosen and final["val_accuracy"].isna().all()
+    same = make_model(EpisodeSampler(more, 5, 1, 2))  # the final model: on the larger set, for `chosen` steps
+    fit("q", same, EpisodeSampler(more, 5, 1, 2), chosen, notebook="nb", seed=0)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), same.state_dict().values(), strict=True))
+
+
+def test_budget_extrapolation_recovers_a_log_linear_curve():
+    seconds = np.array([10, 20, 40, 80, 160, 320, 640, 1280.0])
+    curve = pd.DataFrame({"seconds": seconds, "val_accuracy": 50 + 3 * np.log2(seconds / 10)})
+    out = budget_extrapolation(curve, gap=6.0)  # 3 points per doubling: 6 points is 4x the budget
+    assert out["points_per_doubling"] == pytest.approx(3.0) and out["factor"] == pytest.approx(4.0)
+    assert out["needed"] == pytest.approx(4 * 1280)
+    flat = budget_extrapolation(curve.assign(val_accuracy=60.0 - np.arange(8) * 0.1), gap=1.0)
+    assert flat["factor"] == float("inf")
+    with pytest.raises(ValueError, match="at least 4"):
+        budget_extrapolation(curve.head(3), gap=1.0)
+
+
+def test_a_reference_measured_otherwise_is_not_comparable():
+    res = {("cifar_fs", 5, 1): EvalResult(50.0, 0.8, 600, np.zeros(600))}
+    table = paper_comparison(res, {("cifar_fs", 5, 1): Reference(61.9, "64-96-128-256 + FC encoder", False)},
+                             {("cifar_fs", 5): 3.0}, protocol="Conv-4 (64), non-transductive")
+    assert table.loc[0, "met"] is None and table.loc[0, "our protocol"] == "Conv-4 (64), non-transductive"
+    assert paper_summary(table, "gnn").endswith("gap +11.90: not comparable (64-96-128-256 + FC encoder)")

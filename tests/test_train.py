@@ -7,10 +7,10 @@ import torch
 import torch.nn.functional as F
 from metalearn.episodes import EpisodeSampler
 from metalearn.models import Conv4
-from metalearn.train import DEADLINE_ENV, BudgetExhausted, NonFiniteLoss, step_seed, train
+from metalearn.train import DEADLINE_ENV, BudgetExhausted, NonFiniteLoss, lr_scheduler, step_seed, train
 
 
-def _run(omniglot_train, ckpt, steps=12, interrupt_at=None, nan_at=None):
+def _run(omniglot_train, ckpt, steps=12, interrupt_at=None, nan_at=None, validate=None):
     torch.manual_seed(0)
     model = torch.nn.Sequential(Conv4(), torch.nn.Dropout(0.3), torch.nn.Linear(64, 5))  # dropout: global RNG
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -31,8 +31,14 @@ def _run(omniglot_train, ckpt, steps=12, interrupt_at=None, nan_at=None):
         return loss, {"accuracy": (logits.argmax(1) == batch[1]).float().mean().item()}
 
     result = train(model, loss_fn, batch_fn, steps, opt, seed=3, scheduler=sched, checkpoint=ckpt,
-                   checkpoint_every=5, log_every=2, progress=False)
+                   checkpoint_every=5, log_every=2, validate=validate, validate_every=3 if validate else 0,
+                   progress=False)
     return model, result
+
+
+def _timeless(rows):
+    """Log rows without their wall-clock ``seconds`` (which no two runs share)."""
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
 
 
 def test_resume_matches_uninterrupted(omniglot_train, tmp_path):
@@ -43,7 +49,7 @@ def test_resume_matches_uninterrupted(omniglot_train, tmp_path):
     assert resumed_res.resumed_from == 5
     for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=f"{name} differs after resume")
-    assert straight_res.history == resumed_res.history
+    assert _timeless(straight_res.history) == _timeless(resumed_res.history)
     assert [r["step"] for r in straight_res.history] == [2, 4, 6, 8, 10, 12]
 
 
@@ -56,7 +62,7 @@ def test_budget_stops_after_every_step_and_ends_bit_identical(omniglot_train, tm
         with pytest.raises(BudgetExhausted, match=f"stopped at step {stop} of 12"):
             _run(omniglot_train, tmp_path / "b.pt")
     resumed, resumed_res = _run(omniglot_train, tmp_path / "b.pt")
-    assert resumed_res.resumed_from == 11 and resumed_res.history == straight_res.history
+    assert resumed_res.resumed_from == 11 and _timeless(resumed_res.history) == _timeless(straight_res.history)
     for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=f"{name} differs after 11 budget stops")
 
@@ -100,7 +106,7 @@ def test_damaged_checkpoint_is_moved_aside_and_the_run_starts_over(omniglot_trai
     ckpt.write_bytes(ckpt.read_bytes()[:2000])  # truncated
     again, again_res = _run(omniglot_train, ckpt, steps=6)
     assert "refused the checkpoint" in capsys.readouterr().out and (tmp_path / "b.pt.bad").exists()
-    assert again_res.resumed_from == 0 and again_res.history == straight_res.history
+    assert again_res.resumed_from == 0 and _timeless(again_res.history) == _timeless(straight_res.history)
     for a, b in zip(straight.state_dict().values(), again.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
@@ -109,3 +115,45 @@ def test_bad_arguments():
     model = torch.nn.Linear(1, 1)
     with pytest.raises(ValueError, match="steps must be >= 0"):
         train(model, None, None, -1, torch.optim.SGD(model.parameters(), 0.1), seed=0)
+
+
+def _head_score(model):
+    """A validation score that is a fixed function of the weights (what a real validation is), peaking mid-run."""
+    return -abs(model[2].weight.norm().item() - 2.305)
+
+
+def test_validation_keeps_the_best_step_and_survives_a_resume(omniglot_train, tmp_path):
+    full, full_res = _run(omniglot_train, tmp_path / "a.pt", validate=_head_score)
+    checks = [v["step"] for v in full_res.validation]
+    assert checks == [3, 6, 9, 12] and all(v["seconds"] > 0 for v in full_res.validation)
+    best = max(full_res.validation, key=lambda v: v["val_accuracy"])["step"]
+    assert full_res.best_step == best
+    short, _ = _run(omniglot_train, tmp_path / "b.pt", steps=best)  # the same run, stopped at the chosen step
+    for (name, a), b in zip(full.state_dict().items(), short.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=f"{name}: not the weights of step {best}")
+    with pytest.raises(KeyboardInterrupt):
+        _run(omniglot_train, tmp_path / "c.pt", interrupt_at=7, validate=_head_score)  # after checks 3 and 6
+    resumed, resumed_res = _run(omniglot_train, tmp_path / "c.pt", validate=_head_score)
+    assert resumed_res.resumed_from == 5 and _timeless(resumed_res.validation) == _timeless(full_res.validation)
+    assert resumed_res.best_step == best and all(torch.equal(a, b) for a, b in zip(
+        full.state_dict().values(), resumed.state_dict().values(), strict=True))
+
+
+def test_learning_rate_schedules():
+    def lrs(**kw):
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        sched = lr_scheduler(opt, 10, **kw)
+        out = []
+        for _ in range(10):
+            out.append(opt.param_groups[0]["lr"])
+            opt.step()
+            if sched is not None:
+                sched.step()
+        return out
+
+    assert lrs() == [1.0] * 10
+    assert lrs(halve_lr_every=4) == [1.0] * 4 + [0.5] * 4 + [0.25] * 2
+    cosine = lrs(cosine=True)
+    assert cosine[0] == 1.0 and all(a > b for a, b in zip(cosine, cosine[1:], strict=False)) and cosine[-1] < 0.03
+    with pytest.raises(ValueError, match="not both"):
+        lrs(cosine=True, halve_lr_every=4)

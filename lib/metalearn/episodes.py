@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -143,6 +144,29 @@ class EpisodeSampler:
             query_y=labels.repeat_interleave(q).expand(tasks, -1),
             classes=classes,
         )
+
+
+def augment_images(x: Tensor, generator: torch.Generator, pad: int = 4) -> Tensor:
+    """Random horizontal flip, then a random crop after ``pad`` zero-padding (the CIFAR policy), per image, for
+    ``x [..., C, H, W]`` float images; same shape out."""
+    lead, (c, h, w) = x.shape[:-3], x.shape[-3:]
+    x = x.reshape(-1, c, h, w)
+    b = x.shape[0]
+    flip = torch.rand(b, generator=generator, device=x.device) < 0.5
+    x = torch.where(flip[:, None, None, None], x.flip(3), x)
+    padded = F.pad(x, (pad, pad, pad, pad))
+    dy, dx = torch.randint(0, 2 * pad + 1, (2, b), generator=generator, device=x.device)
+    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
+    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
+    out = padded[torch.arange(b, device=x.device)[:, None, None, None],
+                 torch.arange(c, device=x.device)[None, :, None, None], rows, cols]
+    return out.reshape(*lead, c, h, w)
+
+
+def augment_episode(episode: Episode, generator: torch.Generator, pad: int = 4) -> Episode:
+    """The episode with :func:`augment_images` applied to every support and query image (training only)."""
+    return replace(episode, support_x=augment_images(episode.support_x, generator, pad),
+                   query_x=augment_images(episode.query_x, generator, pad))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .episodes import Episode, EpisodeSampler
+from .episodes import Episode, EpisodeSampler, augment_episode
 from .evaluate import PredictFn
-from .train import TrainResult, train
+from .train import TrainResult, ValidateFn, lr_scheduler, train
 
 
 class FewShotModel(Protocol):
@@ -53,20 +53,28 @@ def episode_scores(model: FewShotModel, ep: Episode) -> torch.Tensor:
 
 
 def train_episodic(model: nn.Module, sampler: EpisodeSampler, steps: int, *, tasks: int = 1,
-                   lr: float = 1e-3, halve_lr_every: int = 0, seed: int, checkpoint: Path | None = None,
-                   log_every: int = 50, progress: bool = True, desc: str = "") -> TrainResult:
-    """Adam on ``steps`` batches of ``tasks`` episodes; the learning rate halves every ``halve_lr_every``
-    steps (0: constant), as in Snell et al. (2017)."""
+                   lr: float = 1e-3, halve_lr_every: int = 0, cosine: bool = False, augment: bool = False,
+                   validate: ValidateFn | None = None, validate_every: int = 0, seed: int,
+                   checkpoint: Path | None = None, log_every: int = 50, progress: bool = True,
+                   desc: str = "") -> TrainResult:
+    """Adam on ``steps`` batches of ``tasks`` episodes. The learning rate halves every ``halve_lr_every`` steps, as
+    in Snell et al. (2017), or follows a cosine to 0 (``cosine``), or stays constant. With ``augment``, every
+    support and query image is flipped and cropped at random (:func:`augment_episode`); with ``validate``, the
+    model ends with its best weights on validation episodes (see :func:`metalearn.train.train`)."""
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.StepLR(opt, halve_lr_every, 0.5) if halve_lr_every > 0 else None
 
     def loss_fn(m: FewShotModel, ep: Episode) -> tuple[torch.Tensor, dict[str, float]]:
         scores = episode_scores(m, ep)
         acc = (scores.argmax(-1) == ep.query_y).float().mean().item() * 100
         return episode_loss(m, scores, ep.query_y), {"accuracy": acc}
 
-    return train(model, loss_fn, lambda step, g: sampler.sample(tasks, g), steps, opt, seed=seed,
-                 scheduler=sched, checkpoint=checkpoint, log_every=log_every, progress=progress,
+    def batch_fn(step: int, g: torch.Generator) -> Episode:
+        ep = sampler.sample(tasks, g)
+        return augment_episode(ep, g) if augment else ep
+
+    return train(model, loss_fn, batch_fn, steps, opt, seed=seed,
+                 scheduler=lr_scheduler(opt, steps, halve_lr_every, cosine), checkpoint=checkpoint,
+                 log_every=log_every, validate=validate, validate_every=validate_every, progress=progress,
                  desc=desc or type(model).__name__)
 
 

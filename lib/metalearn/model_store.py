@@ -182,6 +182,7 @@ class ModelStore:
         record = {"name": name, "key": key.digest, "sha256": file_sha256(weights), "steps": steps,
                   "seconds": round(result.seconds, 1), "torch": key.torch,
                   "final": result.history[-1] if result.history else {}, "history": result.history,
+                  "validation": result.validation, "best_step": result.best_step,
                   "config": key.config, "sources": key.sources}
         with atomic_path(self.record_path(name)) as tmp:
             tmp.write_text(json.dumps(record, indent=1) + "\n")

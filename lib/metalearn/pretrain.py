@@ -16,49 +16,38 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .episodes import ClassDataset, Episode
+from .episodes import ClassDataset, Episode, augment_images
 from .evaluate import PredictFn
 from .protonet import prototype_logits
-from .train import TrainResult, train
-
-
-def augment_batch(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
-    """Random horizontal flip and random crop after ``pad`` zero-padding, for ``x [B, C, H, W]``."""
-    b, _, h, w = x.shape
-    flip = torch.rand(b, generator=generator, device=x.device) < 0.5
-    x = torch.where(flip[:, None, None, None], x.flip(3), x)
-    padded = F.pad(x, (pad, pad, pad, pad))
-    dy, dx = (torch.randint(0, 2 * pad + 1, (2, b), generator=generator, device=x.device))
-    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
-    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
-    return padded[torch.arange(b, device=x.device)[:, None, None, None],
-                  torch.arange(x.shape[1], device=x.device)[None, :, None, None], rows, cols]
+from .train import TrainResult, ValidateFn, lr_scheduler, train
 
 
 def pretrain(model: nn.Module, dataset: ClassDataset, steps: int, *, batch_size: int = 128, lr: float = 1e-3,
-             halve_lr_every: int = 0, seed: int, augment: bool = False, checkpoint: Path | None = None,
-             progress: bool = True, log_every: int = 50, desc: str = "") -> TrainResult:
+             halve_lr_every: int = 0, seed: int, augment: bool = False, validate: ValidateFn | None = None,
+             validate_every: int = 0, checkpoint: Path | None = None, progress: bool = True, log_every: int = 50,
+             desc: str = "") -> TrainResult:
     """Train ``model`` (e.g. Conv-4 + a linear head over ``dataset.num_classes``) on mini-batches of all classes of
-    ``dataset``: Adam with a cosine-annealed learning rate (``halve_lr_every`` must stay 0)."""
+    ``dataset``: Adam with a cosine-annealed learning rate (``halve_lr_every`` must stay 0). ``augment``: random
+    flips and crops; ``validate``: see :func:`metalearn.train.train`."""
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     if halve_lr_every:
         raise ValueError("pre-training anneals the learning rate with a cosine; halve_lr_every must be 0")
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
     images = dataset.images.flatten(0, 1)  # [classes*per_class, C, H, W] uint8
 
     def batch_fn(step: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         idx = torch.randint(images.shape[0], (batch_size,), generator=g, device=images.device)
         x = images[idx].float().div_(255)
-        return (augment_batch(x, g) if augment else x), idx // dataset.per_class
+        return (augment_images(x, g) if augment else x), idx // dataset.per_class
 
     def loss_fn(m: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]):
         logits = m(batch[0])
         acc = (logits.argmax(1) == batch[1]).float().mean().item() * 100
         return F.cross_entropy(logits, batch[1]), {"accuracy": acc}
 
-    return train(model, loss_fn, batch_fn, steps, opt, seed=seed, scheduler=sched, checkpoint=checkpoint,
+    return train(model, loss_fn, batch_fn, steps, opt, seed=seed, scheduler=lr_scheduler(opt, steps, cosine=True),
+                 checkpoint=checkpoint, validate=validate, validate_every=validate_every,
                  desc=desc or f"pretrain {dataset.name}", progress=progress, log_every=log_every)
 
 
@@ -99,6 +88,17 @@ def fit_linear_head(support: torch.Tensor, support_y: torch.Tensor, query: torch
             loss.backward()
             opt.step()
     return (query @ w + b).argmax(-1).detach()
+
+
+def centroid_predictor(model: nn.Module) -> PredictFn:
+    """Nearest-centroid labels on the features of ``model.backbone`` (a pre-trained :class:`Classifier`): the
+    rule the baseline's checkpoints are selected with on validation episodes."""
+
+    def predict(ep: Episode) -> torch.Tensor:
+        fs, fq = embed_episode(model.backbone, ep)
+        return nearest_centroid(fs, ep.support_y, fq, ep.classes.shape[1])
+
+    return predict
 
 
 def baseline_predictors(backbone: nn.Module, finetune_steps: int = 100, finetune_lr: float = 0.01) -> PredictFn:

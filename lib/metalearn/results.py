@@ -7,7 +7,9 @@ Each notebook makes one call, :func:`write_metrics`, which writes (each file ato
 - ``<out_dir>/metrics/<notebook>.json``: the same numbers only, nested by dataset, setting, method and the row's
   qualifiers (``{"omniglot": {"5w1s": {"protonet": {"accuracy": 98.1, "accuracy_ci95": 0.3}}}}``), for
   ``dvc metrics show`` / ``dvc metrics diff``;
-- ``<out_dir>/curves/<notebook>.csv``: the training curves (``series, step, loss[, accuracy]``), for ``dvc plots``.
+- ``<out_dir>/curves/<notebook>.csv``: the training curves (``series, step, seconds, loss[, accuracy]``), and
+  ``<out_dir>/curves/<notebook>_validation.csv``: the validation checks (``series, step, seconds, val_accuracy``:
+  accuracy on episodes of the validation classes, the learning curve models are selected on), for ``dvc plots``.
 
 The ``results`` stage (``python -m metalearn.results``) writes ``reports/results.csv`` and the accuracy-vs-shots
 tables ``reports/plots/accuracy_vs_shots_<dataset>_<ways>way.csv``.
@@ -40,7 +42,8 @@ SCALES = {"smoke", "study", "paper"}
 # two reference libraries
 VARIANTS = {"lib", "lib_batched", "lib_parallel", "lib_head", "torchmeta", "higher"}
 METHOD_ID = re.compile(r"^[a-z][a-z0-9_]*$")
-CURVE_COLUMNS = ["series", "step", "loss", "accuracy"]  # accuracy only where the training loop logs it
+CURVE_COLUMNS = ["series", "step", "seconds", "loss", "accuracy"]  # seconds, accuracy where the training loop logs them
+VALIDATION_COLUMNS = ["series", "step", "seconds", "val_accuracy"]
 
 
 def _int(name: str, value: object) -> int | None:
@@ -144,10 +147,10 @@ def metrics_tree(rows: list[dict]) -> dict:
 
 
 def write_metrics(notebook: str, rows: list[dict], out_dir: Path, *, curves: pd.DataFrame) -> list[Path]:
-    """Write ``out_dir/{rows,metrics,curves}/<notebook>.{csv,json,csv}`` (see the module docstring), each atomically;
-    ``rows`` come from :func:`row` (validated again here), ``curves`` has one row per logged training step with the
-    columns ``model`` (the fit's name: one line each), ``step``, ``loss`` and optionally ``accuracy``. Return the
-    three paths."""
+    """Write ``out_dir/{rows,metrics,curves}/<notebook>.{csv,json,csv}`` and ``curves/<notebook>_validation.csv``
+    (see the module docstring), each atomically; ``rows`` come from :func:`row` (validated again here), ``curves``
+    has one row per logged step with the columns ``model`` (the fit's name: one line each), ``step``, ``loss`` and
+    optionally ``seconds``, ``accuracy`` and ``val_accuracy`` (NaN where a step has none). Return the four paths."""
     checked = [row(**r) for r in rows]
     bad = [r for r in checked if r["notebook"] != notebook]
     if bad:
@@ -157,14 +160,18 @@ def write_metrics(notebook: str, rows: list[dict], out_dir: Path, *, curves: pd.
         raise ValueError(f"curves need the columns model, step, loss; missing {sorted(missing)}")
     out_dir = Path(out_dir)
     paths = [out_dir / "rows" / f"{notebook}.csv", out_dir / "metrics" / f"{notebook}.json",
-             out_dir / "curves" / f"{notebook}.csv"]
+             out_dir / "curves" / f"{notebook}.csv", out_dir / "curves" / f"{notebook}_validation.csv"]
     with atomic_path(paths[0]) as tmp:
         pd.DataFrame(checked, columns=COLUMNS).astype({c: "Int64" for c in INT_COLUMNS}).to_csv(tmp, index=False)
     with atomic_path(paths[1]) as tmp:
         tmp.write_text(json.dumps(metrics_tree(checked), indent=1) + "\n")
+    curve = curves.rename(columns={"model": "series"})
     with atomic_path(paths[2]) as tmp:
-        curve = curves.rename(columns={"model": "series"})
-        curve[[c for c in CURVE_COLUMNS if c in curve.columns]].to_csv(tmp, index=False)
+        train_rows = curve[curve["loss"].notna()]
+        train_rows[[c for c in CURVE_COLUMNS if c in curve.columns]].to_csv(tmp, index=False)
+    checks = curve.reindex(columns=VALIDATION_COLUMNS).dropna(subset=["val_accuracy"])
+    with atomic_path(paths[3]) as tmp:
+        checks.to_csv(tmp, index=False)
     return paths
 
 

@@ -5,28 +5,36 @@ setting summary), and measure the drop under task shift (a table and its results
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from torch import nn
 
 from .episodes import ClassDataset, EpisodeSampler
-from .evaluate import EvalResult, evaluate
+from .evaluate import EvalResult, Validation, evaluate
 from .fewshot import predictor, train_episodic
 from .model_store import ModelStore, describe_model, model_key
 from .results import row
 from .task_shift import as_cifar_format, as_omniglot_format
 from .train import TrainResult
 
+Data = EpisodeSampler | ClassDataset  # what a fit trains on: episodes, or a class dataset (pre-training, pairs)
 
-def fit(name: str, model: nn.Module, data: EpisodeSampler | ClassDataset, steps: int, *, notebook: str, seed: int,
+
+def fit(name: str, model: nn.Module, data: Data, steps: int, *, notebook: str, seed: int,
         checkpoint_dir: str = "", models_dir: str = "", read_only: bool = False, lr: float = 1e-3,
-        halve_lr_every: int = 0, train_fn: Callable[..., TrainResult] = train_episodic,
-        **train_kwargs: object) -> tuple[pd.DataFrame, float]:
+        halve_lr_every: int = 0, validation: Validation | None = None,
+        train_fn: Callable[..., TrainResult] = train_episodic, **train_kwargs: object) -> tuple[pd.DataFrame, float]:
     """Train ``model`` for ``steps`` steps with ``train_fn(model, data, steps, ...)`` (episodic by default;
-    ``train_kwargs`` go to ``train_fn``), or reuse it; return its training curve and training seconds.
+    ``train_kwargs`` go to ``train_fn``), or reuse it; return its curve and training seconds.
+
+    The curve has one row per logged step: ``model`` (= ``name``), ``step``, ``seconds`` (training seconds so far),
+    the training ``loss`` (and ``accuracy`` where logged) and, with ``validation``, ``val_accuracy`` at its checks;
+    the model then ends with the weights of its best check (selection on validation classes).
 
     With ``models_dir``, the final weights are kept in ``<models_dir>/<notebook>/<name>.pt`` and reused while the
     model's key (configuration, source of the modules the fit imports, torch version) is unchanged; with
@@ -40,10 +48,12 @@ def fit(name: str, model: nn.Module, data: EpisodeSampler | ClassDataset, steps:
         what, contents = data.name, data.digest
     else:  # generated tasks (e.g. sinusoids): their settings are the data
         what, contents = data.name, {k: v for k, v in sorted(vars(data).items()) if not k.startswith("_")}
+    selection = {"validation": validation.describe()} if validation is not None else {}
     config = dict(name=name, data=what, data_contents=contents, steps=steps, lr=lr, halve_lr_every=halve_lr_every,
                   seed=seed, model=describe_model(model), trainer=f"{train_fn.__module__}.{train_fn.__qualname__}",
-                  **train_kwargs)
-    key = model_key(config, train_fn, model, data, *train_kwargs.values())
+                  **selection, **train_kwargs)
+    key = model_key(config, train_fn, model, data, *([validation.predict] if validation else []),
+                    *train_kwargs.values())
     store = ModelStore(models_dir, notebook) if models_dir else None
     why = "no models folder set (smoke scale)"
     if store is not None:
@@ -51,30 +61,64 @@ def fit(name: str, model: nn.Module, data: EpisodeSampler | ClassDataset, steps:
         if record is not None:
             model.eval()  # as a trained model is returned
             print(f"{name}: reused {store.weights(name)} ({record['steps']} steps, key {key.digest[:12]} unchanged)")
-            return pd.DataFrame(record["history"]).assign(model=name), record["seconds"]
+            return _curve(name, record["history"], record.get("validation", [])), record["seconds"]
         if read_only:
             raise FileNotFoundError(f"{name}: {why}; the model must come from chapter {notebook} at this scale with "
                                     f"the same settings (dvc repro {notebook}, or make paper)")
     ckpt = Path(checkpoint_dir) / f"{notebook}-{name}-{key.digest[:16]}.pt" if checkpoint_dir else None
     action = "resuming its unfinished run" if ckpt is not None and ckpt.exists() else "training"
     print(f"{name}: {action} ({why})")
+    if validation is not None:
+        train_kwargs = dict(validate=validation, validate_every=validation.every, **train_kwargs)
     res = train_fn(model, data, steps, lr=lr, halve_lr_every=halve_lr_every, seed=seed, checkpoint=ckpt,
                    log_every=max(1, steps // 40), desc=name, **train_kwargs)
     if store is not None:
         store.save(name, model, key, steps, res)
         if ckpt is not None:
             ckpt.unlink(missing_ok=True)  # finished: the stored weights replace the resume state
-    print(f"{name}: {steps} steps on {what} in {res.seconds:.0f} s"
+    chosen = (f"; kept step {res.best_step} ({max(v['val_accuracy'] for v in res.validation):.2f}% on validation "
+              "episodes)" if res.best_step is not None else "")
+    print(f"{name}: {steps} steps on {what} in {res.seconds:.0f} s{chosen}"
           + (f" (resumed at {res.resumed_from})" if res.resumed_from else "")
           + (f", saved to {store.weights(name)}" if store is not None else ""))
-    return pd.DataFrame(res.history).assign(model=name), round(res.seconds, 1)
+    return _curve(name, res.history, res.validation), round(res.seconds, 1)
+
+
+def _curve(name: str, history: list[dict], validation: list[dict]) -> pd.DataFrame:
+    """Training rows and validation checks in one table, one row per step (columns missing at a step are NaN)."""
+    curve = pd.DataFrame(history)
+    if validation:
+        curve = pd.concat([curve, pd.DataFrame(validation)]).groupby("step", as_index=False, sort=True).first()
+    return curve.assign(model=name)
+
+
+def fit_refit(name: str, make_model: Callable[[Data], nn.Module], data: Data, refit_data: Data, steps: int, *,
+              validation: Validation, **fit_kwargs: Any) -> tuple[nn.Module, pd.DataFrame, float, int]:
+    """Snell et al.'s protocol: choose the training length on validation classes, then re-train on train + val.
+
+    1. ``<name>-selection``: ``make_model(data)`` trains on ``data`` (the train classes) for ``steps`` steps, scored
+       by ``validation`` (episodes of the validation classes); its best check gives the length ``T``.
+    2. ``<name>``: ``make_model(refit_data)`` (the same initial weights, where the shapes allow: ``make_model``
+       seeds itself) trains on ``refit_data`` (train + val classes) for ``T`` steps with the same recipe (a cosine
+       schedule then anneals over ``T``). No test class is ever seen.
+
+    Return the final model, both runs' curves (the selection's carries ``val_accuracy``), their training seconds
+    together, and ``T``. ``fit_kwargs`` go to :func:`fit` (both runs)."""
+    curve_sel, sec_sel = fit(f"{name}-selection", make_model(data), data, steps, validation=validation,
+                             **fit_kwargs)
+    chosen = int(curve_sel.loc[curve_sel["val_accuracy"].idxmax(), "step"])  # the first best, as in train()
+    model = make_model(refit_data)
+    curve, sec = fit(name, model, refit_data, chosen, **fit_kwargs)
+    return model, pd.concat([curve_sel, curve], ignore_index=True), round(sec_sel + sec, 1), chosen
 
 
 class Evaluator:
     """Accuracy of a model on the fixed test episodes of a setting, computed once per (model, setting)."""
 
-    def __init__(self, test_sets: dict[str, ClassDataset], episodes: dict[str, int], queries: int, seed: int) -> None:
+    def __init__(self, test_sets: dict[str, ClassDataset], episodes: dict[str, int], queries: int, seed: int,
+                 chunk: int | None = None) -> None:
         self.test_sets, self.episodes, self.queries, self.seed = test_sets, episodes, queries, seed
+        self.chunk = chunk  # tasks per forward pass (memory); the episodes do not depend on it
         self._cache: dict[tuple, EvalResult] = {}
 
     def __call__(self, model: nn.Module, dataset: str, ways: int, shots: int,
@@ -82,21 +126,39 @@ class Evaluator:
         key = (id(model), dataset, ways, shots, id(test_data))
         if key not in self._cache:
             sampler = EpisodeSampler(test_data or self.test_sets[dataset], ways, shots, self.queries)
-            self._cache[key] = evaluate(predictor(model), sampler, episodes=self.episodes[dataset], seed=self.seed)
+            self._cache[key] = evaluate(predictor(model), sampler, episodes=self.episodes[dataset], seed=self.seed,
+                                        chunk=self.chunk)
         return self._cache[key]
 
 
-def paper_comparison(results: dict[tuple[str, int, int], EvalResult], paper: dict[tuple[str, int, int], float],
-                     allowed_gap: dict[tuple[str, int], float]) -> pd.DataFrame:
-    """One row per setting: ours ± CI, the paper's number, the gap and whether it is within the allowed gap."""
+@dataclass(frozen=True)
+class Reference:
+    """A published number with the protocol it was measured under. ``comparable=False`` when that protocol differs
+    from ours in a way that moves the number (another backbone, transductive BatchNorm, checkpoints chosen on
+    test): the row then reads "not comparable", never "missed" or "within"."""
+
+    value: float
+    protocol: str = ""
+    comparable: bool = True
+
+
+def paper_comparison(results: dict[tuple[str, int, int], EvalResult],
+                     paper: dict[tuple[str, int, int], float | Reference],
+                     allowed_gap: dict[tuple[str, int], float], protocol: str = "") -> pd.DataFrame:
+    """One row per setting: ours ± CI and our ``protocol``, the paper's number and protocol, the gap, and whether it
+    is within the allowed gap (None without a target, or when the paper's number is not comparable)."""
     rows = []
     for (dataset, ways, shots), r in results.items():
         ref = paper.get((dataset, ways, shots))
-        gap = None if ref is None else round(ref - r.mean, 2)
+        ref = Reference(ref) if isinstance(ref, int | float) else ref
+        gap = None if ref is None else round(ref.value - r.mean, 2)
         allowed = allowed_gap.get((dataset, ways))
+        comparable = ref is not None and ref.comparable
         rows.append({"dataset": dataset, "setting": f"{ways}w{shots}s", "ours": f"{r.mean:.2f} ± {r.ci95:.2f}",
-                     "paper": ref, "gap": gap, "allowed gap": allowed,
-                     "met": None if gap is None or allowed is None else gap <= allowed})
+                     "our protocol": protocol, "paper": None if ref is None else ref.value,
+                     "paper protocol": None if ref is None else ref.protocol, "comparable": comparable,
+                     "gap": gap, "allowed gap": allowed,
+                     "met": None if gap is None or allowed is None or not comparable else gap <= allowed})
     return pd.DataFrame(rows)
 
 
@@ -105,7 +167,8 @@ def paper_summary(comparison: pd.DataFrame, method: str = "", *, ours: str = "ou
     """One line per row of a :func:`paper_comparison` table (which may carry a ``method`` column and more): the
     method, data set and setting, our accuracy labelled ``ours`` (e.g. ``"transductive"``), the ``extra`` columns
     (text as it is, numbers as signed differences), then the paper's number, the gap and the verdict: ``within the
-    2.0-point target``, ``MISSED by 1.3 points beyond the 2.0-point target``, ``no target`` or ``no paper number``."""
+    2.0-point target``, ``MISSED by 1.3 points beyond the 2.0-point target``, ``not comparable (<the paper's
+    protocol>)``, ``no target`` or ``no paper number``."""
     records = comparison.to_dict("records")
     names = [rec.get("method", method) for rec in records]
     width = max(map(len, names), default=0)
@@ -116,6 +179,8 @@ def paper_summary(comparison: pd.DataFrame, method: str = "", *, ours: str = "ou
             for c in extra]
         if pd.isna(rec["paper"]):
             verdict = "no paper number"
+        elif not rec.get("comparable", True):
+            verdict = f"paper {rec['paper']}, gap {rec['gap']:+.2f}: not comparable ({rec['paper protocol']})"
         elif pd.isna(rec["met"]):
             verdict = f"paper {rec['paper']}, gap {rec['gap']:+.2f}, no target"
         else:
@@ -123,6 +188,26 @@ def paper_summary(comparison: pd.DataFrame, method: str = "", *, ours: str = "ou
             verdict = f"paper {rec['paper']}, gap {rec['gap']:+.2f}: {status} the {rec['allowed gap']}-point target"
         lines.append(f"{name:{width}s} {rec['dataset']:8s} {rec['setting']}: {', '.join(cells)} | {verdict}")
     return "\n".join(lines)
+
+
+def budget_extrapolation(curve: pd.DataFrame, gap: float, x: str = "seconds") -> dict[str, float]:
+    """How much more budget a missed target asks for, from a run's validation curve.
+
+    Fits ``val_accuracy = a + b ln(x)`` to the second half of the checks (``x``: training ``seconds`` or ``step``)
+    and solves for the ``x`` at which the fit gains ``gap`` more points. Assumptions, to state beside the answer:
+    accuracy keeps growing log-linearly (it saturates eventually, so this is a lower bound on the budget), the same
+    recipe is kept (a cosine schedule stretched over the longer run), and the validation-to-test offset stays.
+    Return ``points_per_doubling`` (b ln 2), ``last`` (the run's ``x``), ``needed`` and ``factor`` (needed/last;
+    inf when the fit does not grow)."""
+    checks = curve.dropna(subset=["val_accuracy"])
+    checks = checks[checks[x] > 0]
+    if len(checks) < 4:
+        raise ValueError(f"need at least 4 validation checks to extrapolate, got {len(checks)}")
+    tail = checks.iloc[len(checks) // 2:]
+    b, _a = np.polyfit(np.log(tail[x].to_numpy(float)), tail["val_accuracy"].to_numpy(float), 1)
+    last = float(checks[x].iloc[-1])
+    factor = float(np.exp(gap / b)) if b > 0 else float("inf")
+    return {"points_per_doubling": float(b * np.log(2)), "last": last, "needed": last * factor, "factor": factor}
 
 
 def task_shift(evaluate_on: Evaluator, method: str, model_for: Callable[[str, int], nn.Module],

@@ -4,6 +4,11 @@ Each step ``t`` draws its batch with a generator seeded from ``(seed, t)`` and r
 generator the same way, so step ``t`` sees the same data and randomness whether the run was
 interrupted and resumed or not: a resumed run ends with the same weights and metrics.
 
+Validation and model selection: with ``validate`` (a function of the model returning its accuracy on episodes of
+the *validation* classes, fixed seed), the loop scores the model every ``validate_every`` steps and at the end,
+logs ``val_accuracy`` against steps and training seconds, and ends with the weights of the best-scoring step: the
+checkpoint is chosen on validation classes, never on test.
+
 Time budget: when the environment variable ``METALEARN_DEADLINE`` (a Unix time, set by
 ``python -m metalearn.pipeline ... --minutes M``) has passed, a run saves its state after the current step
 and raises :class:`BudgetExhausted`; run again, it continues from there. Every call makes at least one step.
@@ -69,27 +74,52 @@ def step_seed(seed: int, step: int) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}:{step}".encode()).digest()[:7], "little")
 
 
+ValidateFn = Callable[[nn.Module], float]  # model (in eval mode) -> accuracy on validation episodes, percent
+
+
 @dataclass
 class TrainResult:
-    history: list[dict[str, float]] = field(default_factory=list)  # one row per logged step
+    history: list[dict[str, float]] = field(default_factory=list)  # one row per logged step (step, seconds, loss..)
     seconds: float = 0.0  # wall time of the training steps run in this and earlier (resumed) runs
     resumed_from: int = 0
+    validation: list[dict[str, float]] = field(default_factory=list)  # rows of step, seconds, val_accuracy
+    best_step: int | None = None  # the step whose weights the model ends with (with validation)
+
+
+def lr_scheduler(optimizer: torch.optim.Optimizer, steps: int, halve_lr_every: int = 0,
+                 cosine: bool = False) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """The learning-rate schedule over ``steps`` steps: halved every ``halve_lr_every`` steps (Snell et al.),
+    cosine-annealed to 0 at the last step (``cosine``), or constant (neither; returns None)."""
+    if halve_lr_every < 0:
+        raise ValueError(f"halve_lr_every must be >= 0, got {halve_lr_every}")
+    if cosine and halve_lr_every:
+        raise ValueError("choose one learning-rate schedule: cosine or halve_lr_every, not both")
+    if cosine:
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(steps, 1))
+    if halve_lr_every:
+        return torch.optim.lr_scheduler.StepLR(optimizer, halve_lr_every, 0.5)
+    return None
 
 
 def train(model: nn.Module, loss_fn: StepFn, batch_fn: BatchFn, steps: int, optimizer: torch.optim.Optimizer,
           *, seed: int, scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
           checkpoint: Path | None = None, checkpoint_every: int = 500, log_every: int = 50,
+          validate: ValidateFn | None = None, validate_every: int = 0,
           desc: str = "train", progress: bool = True) -> TrainResult:
     """Run ``steps`` optimisation steps of ``loss_fn(model, batch_fn(step, generator))``.
 
     ``batch_fn`` must draw its randomness from the generator it is given (on the model's device).
-    With ``checkpoint``, the model, optimizer, scheduler and history are saved atomically every
-    ``checkpoint_every`` steps and at the end, and a run finding a checkpoint resumes from it.
+    With ``checkpoint``, the model, optimizer, scheduler, history and best validated weights are saved atomically
+    every ``checkpoint_every`` steps and at the end, and a run finding a checkpoint resumes from it.
+    With ``validate``, the model is scored every ``validate_every`` steps and after the last one, and ends with the
+    weights of the best score (the first, on ties).
     """
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
     if checkpoint_every <= 0 or log_every <= 0:
         raise ValueError("checkpoint_every and log_every must be positive")
+    if validate is not None and validate_every <= 0:
+        raise ValueError(f"validate_every must be positive when validating, got {validate_every}")
     device = next(model.parameters()).device
     if device.type == "cuda":  # bit-identical resumes on a GPU too (a little slower)
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
@@ -105,11 +135,12 @@ def train(model: nn.Module, loss_fn: StepFn, batch_fn: BatchFn, steps: int, opti
         start = state["step"]
         result = TrainResult(state["history"], state["seconds"], resumed_from=start)
         running, count = state["running"], state["count"]  # a checkpoint may fall between two log rows
+        result.validation, best = state.get("validation", []), state.get("best")
         if state.get("device", device.type) != device.type:
             print(f"{desc}: resuming on {device.type} a run saved on {state['device']}: it will not be bit-identical "
                   "to a run never stopped")
     else:
-        running, count = {}, 0
+        running, count, best = {}, 0, None
 
     def save(step: int) -> None:
         if checkpoint is None:
@@ -120,7 +151,7 @@ def train(model: nn.Module, loss_fn: StepFn, batch_fn: BatchFn, steps: int, opti
         state = {"device": device.type, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                  "scheduler": scheduler.state_dict() if scheduler is not None else None,
                  "step": step, "history": result.history, "seconds": result.seconds,
-                 "running": running, "count": count}
+                 "running": running, "count": count, "validation": result.validation, "best": best}
         with atomic_path(Path(checkpoint)) as tmp:
             torch.save(state, tmp)
 
@@ -152,10 +183,15 @@ def train(model: nn.Module, loss_fn: StepFn, batch_fn: BatchFn, steps: int, opti
             running[k] = running.get(k, 0.0) + float(v)
         count += 1
         if (step + 1) % log_every == 0 or step + 1 == steps:
-            row = {"step": step + 1, **{k: v / count for k, v in running.items()}}
+            row = {"step": step + 1, "seconds": round(result.seconds + time.perf_counter() - t0, 2),
+                   **{k: v / count for k, v in running.items()}}
             result.history.append(row)
             bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k != "step"}, refresh=False)
             running, count = {}, 0
+        if validate is not None and ((step + 1) % validate_every == 0 or step + 1 == steps):
+            result.seconds += time.perf_counter() - t0  # validation time is not training time
+            best = _validate_step(model, validate, step + 1, result, best)
+            t0 = time.perf_counter()
         out_of_time = stop_at is not None and time.time() >= stop_at and step + 1 < steps
         if ((step + 1) % checkpoint_every == 0 and step + 1 < steps) or out_of_time:
             result.seconds += time.perf_counter() - t0
@@ -169,8 +205,24 @@ def train(model: nn.Module, loss_fn: StepFn, batch_fn: BatchFn, steps: int, opti
     bar.close()
     result.seconds += time.perf_counter() - t0
     save(steps)
+    if best is not None:  # end with the weights chosen on validation classes
+        model.load_state_dict(best["state"])
+        result.best_step = best["step"]
     model.eval()
     return result
+
+
+def _validate_step(model: nn.Module, validate: ValidateFn, step: int, result: TrainResult,
+                   best: dict | None) -> dict | None:
+    """Score the model at ``step`` (in eval mode), log it, and return the best so far (step, score, weights)."""
+    model.eval()
+    score = float(validate(model))
+    model.train()
+    result.validation.append({"step": step, "seconds": round(result.seconds, 2), "val_accuracy": score})
+    if best is None or score > best["score"]:
+        return {"step": step, "score": score,
+                "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+    return best
 
 
 def read_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict | None:
