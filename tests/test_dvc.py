@@ -57,7 +57,8 @@ def test_stage_deps_are_what_the_notebook_imports(nb: Path) -> None:
 def test_stage_outputs(nb: Path) -> None:
     stage = STAGES[nb.stem]
     outs, metrics = _paths(stage["outs"]), _paths(stage["metrics"])
-    for path in (f"reports/rows/{nb.stem}.csv", f"reports/curves/{nb.stem}.csv", f"reports/notebooks/{nb.name}"):
+    for path in (f"reports/rows/{nb.stem}.csv", f"reports/curves/{nb.stem}.csv",
+                 f"reports/curves/{nb.stem}_validation.csv", f"reports/notebooks/{nb.name}"):
         assert outs[path] == {"cache": False}
     assert metrics == {f"reports/metrics/{nb.stem}.json": {"cache": False}}
     if "models_dir" in inspect_notebook(str(nb)):  # a training stage: its weights are committed and kept
@@ -70,6 +71,19 @@ def test_every_notebook_is_staged_collected_and_plotted() -> None:
     assert set(STAGES) == {"data", "results", *names}
     assert {f"reports/rows/{n}.csv" for n in names} <= set(_paths(STAGES["results"]["deps"]))
     assert {f"reports/curves/{n}.csv" for n in names} <= set(_paths(DVC["plots"]))
+    validation_plots = {next(iter(p["y"])) for p in _paths(DVC["plots"]).values() if isinstance(p.get("y"), dict)}
+    assert {f"reports/curves/{n}_validation.csv" for n in names} <= validation_plots
+
+
+def test_metric_chapters_pair_with_the_baseline_episodes_chapter_00_writes() -> None:
+    episodes = "reports/episodes/00_background.csv"
+    assert episodes in _paths(STAGES["00_background"]["outs"])
+    for nb in NOTEBOOKS:
+        if nb.stem[:2] in {"01", "02", "03", "04", "05"}:
+            assert episodes in _paths(STAGES[nb.stem]["deps"]), nb.stem
+            assert inspect_notebook(str(nb))["baseline_episodes"]["default"] == '"../scratch/episodes/00_background.csv"'
+            assert yaml.safe_load((ROOT / "params.yaml").read_text())[params_section(nb.stem)]["baseline_episodes"] \
+                == f"../{episodes}"
     assert {"models/09_maml", "reports/rows/09_maml.csv"} <= set(_paths(STAGES["12_anil"]["deps"]))
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from metalearn.episodes import ClassDataset, EpisodeSampler, make_generator
@@ -176,3 +178,32 @@ def test_gnn_first_rows_equal_the_full_layer():
 def test_siamese_rejects_an_odd_batch_before_training(small_omniglot):
     with pytest.raises(ValueError, match="even number"):
         train_siamese(SiameseNet(Conv4()), small_omniglot, 5, batch=7, seed=0, progress=False)
+
+
+def test_transductive_prediction_uses_each_tasks_own_batch_statistics(small_omniglot):
+    torch.manual_seed(0)
+    model = ProtoNet(Conv4())
+    train_episodic(model, EpisodeSampler(small_omniglot, 5, 1, 2), 3, seed=0, progress=False)  # running stats != 0/1
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    ep = EpisodeSampler(small_omniglot, 5, 1, 3).sample(4, make_generator(1))
+    trans = predictor(model, transductive=True)(ep)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # the model is untouched
+    by_hand = []
+    for t in range(4):  # train-mode BatchNorm on one task's support + query images at a time
+        single = copy.deepcopy(model).train()
+        by_hand.append(episode_scores(single, type(ep)(*(getattr(ep, f)[t:t + 1] for f in
+                                                        ("support_x", "support_y", "query_x", "query_y",
+                                                         "classes")))).argmax(-1))
+    assert torch.equal(trans, torch.cat(by_hand))
+    scores = episode_scores(model.eval(), ep)
+    assert torch.equal(predictor(model)(ep), scores.argmax(-1))  # non-transductive: running statistics
+
+
+def test_augmented_episodic_and_pair_training_run(small_omniglot):
+    torch.manual_seed(0)
+    res = train_episodic(ProtoNet(Conv4()), EpisodeSampler(small_omniglot, 5, 1, 2), 2, seed=0, augment=True,
+                         cosine=True, progress=False)
+    assert len(res.history) == 1
+    res = train_siamese(SiameseNet(Conv4()), small_omniglot, 2, batch=8, seed=0, augment=True, cosine=True,
+                        progress=False)
+    assert len(res.history) == 1

@@ -17,6 +17,7 @@ from metalearn.study import (
     Evaluator,
     Reference,
     budget_extrapolation,
+    extrapolations,
     fit,
     fit_refit,
     paper_comparison,
@@ -167,3 +168,41 @@ def test_a_reference_measured_otherwise_is_not_comparable():
                              {("cifar_fs", 5): 3.0}, protocol="Conv-4 (64), non-transductive")
     assert table.loc[0, "met"] is None and table.loc[0, "our protocol"] == "Conv-4 (64), non-transductive"
     assert paper_summary(table, "gnn").endswith("gap +11.90: not comparable (64-96-128-256 + FC encoder)")
+
+
+def test_against_pairs_with_another_chapters_episodes_and_refuses_other_episodes(omniglot_test, tmp_path):
+    from metalearn.results import write_episodes
+
+    evaluator = Evaluator({"omniglot": omniglot_test}, {"omniglot": 30}, queries=2, seed=0)
+    torch.manual_seed(0)
+    a, b = ProtoNet(Conv4()), ProtoNet(Conv4())
+    ra, rb = evaluator(a, "omniglot", 5, 1), evaluator(b, "omniglot", 5, 1)
+    digest = {"omniglot": omniglot_test.digest}
+    path = write_episodes("00_x", {("b", "omniglot", 5, 1): rb}, tmp_path, seed=0, queries=2, data=digest)
+    d = evaluator.against(ra, path, "b", "omniglot", 5, 1)
+    assert d.mean == pytest.approx(ra.mean - rb.mean) and d.n == 30
+    write_episodes("00_y", {("b", "omniglot", 5, 1): rb}, tmp_path, seed=1, queries=2, data=digest)
+    with pytest.raises(ValueError, match="seed 1 vs ours 0"):
+        evaluator.against(ra, tmp_path / "episodes" / "00_y.csv", "b", "omniglot", 5, 1)
+    with pytest.raises(ValueError, match="no episodes of c"):
+        evaluator.against(ra, path, "c", "omniglot", 5, 1)
+
+
+def test_extrapolations_only_for_missed_targets_with_a_curve():
+    res = {("cifar_fs", 5, 1): EvalResult(50.0, 0.8, 600, np.zeros(600)),
+           ("cifar_fs", 5, 5): EvalResult(71.0, 0.6, 600, np.zeros(600))}
+    table = paper_comparison(res, {("cifar_fs", 5, 1): 55.5, ("cifar_fs", 5, 5): 72.0}, {("cifar_fs", 5): 3.0})
+    seconds = np.array([10, 20, 40, 80, 160, 320.0])
+    curves = pd.DataFrame({"model": "m1", "seconds": seconds, "val_accuracy": 40 + 1.25 * np.log2(seconds / 10)})
+    out = extrapolations(table, curves, {("cifar_fs", 5, 1): "m1", ("cifar_fs", 5, 5): "m5"})
+    assert list(out["setting"]) == ["cifar_fs 5w1s"]  # 5w5s is within its target
+    assert out.loc[0, "missing beyond target"] == 2.5 and out.loc[0, "x budget"] == "4"  # 2.5 / 1.25 = 2 doublings
+
+
+def test_learning_curves_figure_has_both_panels():
+    from metalearn.plotting import learning_curves
+
+    curves = pd.DataFrame({"model": ["a", "a", "a"], "step": [1, 2, 2], "seconds": [0.5, 1.0, 1.0],
+                           "loss": [2.0, 1.0, float("nan")], "val_accuracy": [float("nan"), float("nan"), 40.0]})
+    fig = learning_curves(curves)
+    assert [len(ax.lines) for ax in fig.axes] == [1, 1]

@@ -542,12 +542,14 @@ def load_omniglot(split: str, data_dir: Path | None = None) -> tuple[np.ndarray,
 
 
 def load_cifar_fs(split: str, data_dir: Path | None = None) -> tuple[np.ndarray, list[str]]:
-    """CIFAR-FS ``split`` (train 64 / val 16 / test 20 classes) as uint8 ``[classes, 600, 3, 32, 32]``."""
-    if split not in ("train", "val", "test"):
-        raise ValueError(f"unknown CIFAR-FS split {split!r}; choose from train, val, test")
+    """CIFAR-FS ``split`` (train 64 / val 16 / test 20 classes, or trainval 80) as uint8
+    ``[classes, 600, 3, 32, 32]``."""
+    splits = {"train": ["train"], "val": ["val"], "test": ["test"], "trainval": ["train", "val"]}
+    if split not in splits:
+        raise ValueError(f"unknown CIFAR-FS split {split!r}; choose from {', '.join(splits)}")
     with np.load(ensure_prepared("cifar_fs", data_dir)) as z:
-        images = z[f"{split}_images"].transpose(0, 1, 4, 2, 3)
-        return np.ascontiguousarray(images), z[f"{split}_classes"].tolist()
+        images = np.concatenate([z[f"{s}_images"] for s in splits[split]]).transpose(0, 1, 4, 2, 3)
+        return np.ascontiguousarray(images), [c for s in splits[split] for c in z[f"{s}_classes"].tolist()]
 
 
 def load_splits(splits: tuple[str, ...] = ("train", "test"), device: str | torch.device = "cpu",

@@ -10,6 +10,8 @@ training classes and minimises ``model.loss(scores, query_y)`` (cross-entropy un
 
 from __future__ import annotations
 
+import copy
+from dataclasses import fields
 from pathlib import Path
 from typing import Protocol
 
@@ -78,11 +80,27 @@ def train_episodic(model: nn.Module, sampler: EpisodeSampler, steps: int, *, tas
                  desc=desc or type(model).__name__)
 
 
-def predictor(model: nn.Module) -> PredictFn:
-    """The model's predicted query labels, in ``eval()`` mode (non-transductive BatchNorm)."""
+def predictor(model: nn.Module, transductive: bool = False) -> PredictFn:
+    """The model's predicted query labels.
 
-    def predict(ep: Episode) -> torch.Tensor:
-        model.eval()
-        return episode_scores(model, ep).argmax(-1)
+    Non-transductive (default): ``eval()`` mode, BatchNorm uses its running statistics from training, and a query's
+    label never depends on the other queries. ``transductive``: BatchNorm normalises with the statistics of each
+    task's own images (train mode, one task per forward pass), the protocol of Sung et al.'s and Finn et al.'s
+    evaluation code; it runs on a copy whose running statistics stay untouched (momentum 0)."""
+    if not transductive:
 
-    return predict
+        def predict(ep: Episode) -> torch.Tensor:
+            model.eval()
+            return episode_scores(model, ep).argmax(-1)
+
+        return predict
+    batch_stats = copy.deepcopy(model).train()
+    for m in batch_stats.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.momentum = 0.0  # running = (1 - 0) * running + 0 * batch: never updated
+
+    def predict_per_task(ep: Episode) -> torch.Tensor:
+        return torch.cat([episode_scores(batch_stats, Episode(*(getattr(ep, f.name)[t:t + 1] for f in fields(ep))))
+                          .argmax(-1) for t in range(ep.query_y.shape[0])])
+
+    return predict_per_task

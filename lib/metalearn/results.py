@@ -11,6 +11,10 @@ Each notebook makes one call, :func:`write_metrics`, which writes (each file ato
   ``<out_dir>/curves/<notebook>_validation.csv``: the validation checks (``series, step, seconds, val_accuracy``:
   accuracy on episodes of the validation classes, the learning curve models are selected on), for ``dvc plots``.
 
+A chapter whose methods other chapters compare with episode by episode also writes, with :func:`write_episodes`,
+``<out_dir>/episodes/<notebook>.csv``: every test episode's accuracy (``method, dataset, ways, shots, seed, queries,
+data, episode, accuracy``), read back with :func:`read_episodes`.
+
 The ``results`` stage (``python -m metalearn.results``) writes ``reports/results.csv`` and the accuracy-vs-shots
 tables ``reports/plots/accuracy_vs_shots_<dataset>_<ways>way.csv``.
 """
@@ -23,6 +27,7 @@ import math
 import re
 from numbers import Integral, Real
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -173,6 +178,45 @@ def write_metrics(notebook: str, rows: list[dict], out_dir: Path, *, curves: pd.
     with atomic_path(paths[3]) as tmp:
         checks.to_csv(tmp, index=False)
     return paths
+
+
+EPISODE_COLUMNS = ["method", "dataset", "ways", "shots", "seed", "queries", "data", "episode", "accuracy"]
+
+
+def write_episodes(notebook: str, per_episode: dict[tuple[str, str, int, int], Any], out_dir: Path, *, seed: int,
+                   queries: int, data: dict[str, str]) -> Path:
+    """Write ``out_dir/episodes/<notebook>.csv`` (atomically): for each ``(method, dataset, ways, shots)``, the
+    accuracies of its test episodes (an array, or an object with ``per_episode``), with the episodes' ``seed``,
+    ``queries`` and the test data's digest (``data[dataset]``), which a reader checks before pairing."""
+    frames = []
+    for (method, dataset, ways, shots), res in per_episode.items():
+        acc = getattr(res, "per_episode", res)
+        frames.append(pd.DataFrame({"method": method, "dataset": dataset, "ways": ways, "shots": shots, "seed": seed,
+                                    "queries": queries, "data": data[dataset], "episode": range(len(acc)),
+                                    "accuracy": acc}))
+    path = Path(out_dir) / "episodes" / f"{notebook}.csv"
+    with atomic_path(path) as tmp:
+        pd.concat(frames, ignore_index=True)[EPISODE_COLUMNS].to_csv(tmp, index=False)
+    return path
+
+
+def read_episodes(path: Path, method: str, dataset: str, ways: int, shots: int, *, seed: int, queries: int,
+                  data: str) -> Any:
+    """The per-episode accuracies ``[n]`` of ``method`` in one setting from a :func:`write_episodes` file; a
+    ``ValueError`` names what differs if they were not drawn like ours (seed, queries, test data)."""
+    table = pd.read_csv(path)
+    if list(table.columns) != EPISODE_COLUMNS:
+        raise ValueError(f"{path}: not an episodes file (columns {EPISODE_COLUMNS})")
+    part = table[(table.method == method) & (table.dataset == dataset) & (table.ways == ways) & (table.shots == shots)]
+    if part.empty:
+        raise ValueError(f"{path} has no episodes of {method} on {dataset} {ways}w{shots}s; run its chapter first")
+    drawn = {"seed": seed, "queries": queries, "data": data}
+    differs = {k: (part[k].iloc[0].item() if hasattr(part[k].iloc[0], "item") else part[k].iloc[0], v)
+               for k, v in drawn.items() if part[k].iloc[0] != v}
+    if differs:
+        raise ValueError(f"{path}: {method} on {dataset} {ways}w{shots}s was tested on other episodes "
+                         f"({', '.join(f'{k} {a!r} vs ours {b!r}' for k, (a, b) in differs.items())}): not paired")
+    return part.sort_values("episode")["accuracy"].to_numpy()
 
 
 def read_rows(path: Path) -> pd.DataFrame:

@@ -15,10 +15,10 @@ import pandas as pd
 from torch import nn
 
 from .episodes import ClassDataset, EpisodeSampler
-from .evaluate import EvalResult, Validation, evaluate
+from .evaluate import EvalResult, PairedDifference, Validation, evaluate, mean_ci95, paired_difference
 from .fewshot import predictor, train_episodic
 from .model_store import ModelStore, describe_model, model_key
-from .results import row
+from .results import read_episodes, row
 from .task_shift import as_cifar_format, as_omniglot_format
 from .train import TrainResult
 
@@ -121,14 +121,27 @@ class Evaluator:
         self.chunk = chunk  # tasks per forward pass (memory); the episodes do not depend on it
         self._cache: dict[tuple, EvalResult] = {}
 
-    def __call__(self, model: nn.Module, dataset: str, ways: int, shots: int,
-                 test_data: ClassDataset | None = None) -> EvalResult:
-        key = (id(model), dataset, ways, shots, id(test_data))
+    def __call__(self, model: nn.Module, dataset: str, ways: int, shots: int, test_data: ClassDataset | None = None,
+                 transductive: bool = False) -> EvalResult:
+        """Accuracy of ``model`` (non-transductive BatchNorm unless ``transductive``; see
+        :func:`metalearn.fewshot.predictor`) on the setting's test episodes, or on ``test_data``'s."""
+        key = (id(model), dataset, ways, shots, id(test_data), transductive)
         if key not in self._cache:
             sampler = EpisodeSampler(test_data or self.test_sets[dataset], ways, shots, self.queries)
-            self._cache[key] = evaluate(predictor(model), sampler, episodes=self.episodes[dataset], seed=self.seed,
-                                        chunk=self.chunk)
+            self._cache[key] = evaluate(predictor(model, transductive), sampler, episodes=self.episodes[dataset],
+                                        seed=self.seed, chunk=self.chunk)
         return self._cache[key]
+
+    def against(self, result: EvalResult, episodes_file: str | Path, method: str, dataset: str, ways: int,
+                shots: int) -> PairedDifference:
+        """``result`` minus another chapter's ``method`` on the very same test episodes, read from its
+        :func:`metalearn.results.write_episodes` file (checked to be drawn like ours): the paired difference."""
+        other = read_episodes(Path(episodes_file), method, dataset, ways, shots, seed=self.seed, queries=self.queries,
+                              data=self.test_sets[dataset].digest)
+        if len(other) != result.n:
+            raise ValueError(f"{episodes_file} holds {len(other)} {dataset} test episodes of {method}, this chapter "
+                             f"{result.n}: set this chapter's test episodes for {dataset} to {len(other)} to pair them")
+        return paired_difference(result, EvalResult(*mean_ci95(other), len(other), other))
 
 
 @dataclass(frozen=True)
@@ -188,6 +201,48 @@ def paper_summary(comparison: pd.DataFrame, method: str = "", *, ours: str = "ou
             verdict = f"paper {rec['paper']}, gap {rec['gap']:+.2f}: {status} the {rec['allowed gap']}-point target"
         lines.append(f"{name:{width}s} {rec['dataset']:8s} {rec['setting']}: {', '.join(cells)} | {verdict}")
     return "\n".join(lines)
+
+
+def validation_episodes(val_set: ClassDataset, shots: int, *, queries: int, episodes: int, every: int, ways: int = 5,
+                        predict: Callable[[nn.Module], Any] = predictor) -> Validation:
+    """The study's model selection: ``episodes`` fixed ``ways``-way ``shots``-shot episodes of the validation classes,
+    scored every ``every`` steps with the method's test-time rule ``predict(model)``."""
+    return Validation(EpisodeSampler(val_set, ways, shots, queries), predict, episodes=episodes, every=every)
+
+
+def against_baseline(evaluate_on: Evaluator, comparison: pd.DataFrame, results: dict[tuple[str, int, int], EvalResult],
+                     episodes_file: str | Path, method: str = "nearest_centroid",
+                     dataset: str = "cifar_fs") -> dict[tuple[str, int, int], PairedDifference]:
+    """Each ``dataset`` result minus chapter 00's ``method`` on the same test episodes (paired); adds the column
+    ``"vs ch. 00 centroid (paired)"`` to ``comparison`` (a :func:`paper_comparison` table of ``results``, in order)
+    and returns the differences."""
+    pairs = {k: evaluate_on.against(r, episodes_file, method, *k) for k, r in results.items() if k[0] == dataset}
+    comparison["vs ch. 00 centroid (paired)"] = [
+        f"{pairs[k].mean:+.2f} ± {pairs[k].ci95:.2f}" if k in pairs else "–" for k in results]
+    return pairs
+
+
+def extrapolations(comparison: pd.DataFrame, curves: pd.DataFrame, model_for: dict[tuple[str, int, int], str],
+                   x: str = "seconds") -> pd.DataFrame:
+    """:func:`budget_extrapolation` for every row of a :func:`paper_comparison` table that misses its target and
+    whose model (``model_for[(dataset, ways, shots)]``, a name in ``curves``) has a validation curve: one row each
+    with the points missing beyond the target, the fitted points per doubling, and the budget it asks for."""
+    rows = []
+    for rec in comparison.to_dict("records"):
+        ways, shots = (int(v) for v in rec["setting"][:-1].split("w"))
+        name = model_for.get((rec["dataset"], ways, shots))
+        if rec["met"] is not False or name is None:
+            continue
+        curve = curves[curves["model"] == name]
+        missing = rec["gap"] - rec["allowed gap"]
+        if "val_accuracy" not in curve or curve["val_accuracy"].notna().sum() < 4:
+            continue
+        e = budget_extrapolation(curve, missing, x)
+        rows.append({"setting": f"{rec['dataset']} {rec['setting']}", "model": name,
+                     "missing beyond target": round(missing, 2),
+                     "points per doubling": round(e["points_per_doubling"], 2), f"trained ({x})": round(e["last"]),
+                     f"needed ({x})": f"{e['needed']:.3g}", "x budget": f"{e['factor']:.3g}"})
+    return pd.DataFrame(rows)
 
 
 def budget_extrapolation(curve: pd.DataFrame, gap: float, x: str = "seconds") -> dict[str, float]:
