@@ -207,3 +207,13 @@ def test_augmented_episodic_and_pair_training_run(small_omniglot):
     res = train_siamese(SiameseNet(Conv4()), small_omniglot, 2, batch=8, seed=0, augment=True, cosine=True,
                         progress=False)
     assert len(res.history) == 1
+
+
+def test_gnn_with_the_official_fc_embedding_head(small_omniglot):
+    from metalearn.meta_gnn import FCEmbedding
+
+    torch.manual_seed(0)
+    model = MetaGNN(FCEmbedding(Conv4(), 64), ways=5, hidden=16)
+    ep = EpisodeSampler(small_omniglot, 5, 1, 2).sample(3, make_generator(0))
+    assert episode_scores(model, ep).shape == (3, 10, 5) and model.backbone.feature_dim == 64
+    assert isinstance(model.backbone.norm, torch.nn.BatchNorm1d) and model.backbone.fc.bias is None

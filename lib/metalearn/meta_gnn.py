@@ -54,8 +54,24 @@ class GraphConv(nn.Module):
         return F.leaky_relu(self.norm(h.transpose(1, 2)).transpose(1, 2))
 
 
+class FCEmbedding(nn.Module):
+    """The official code's embedding head: ``backbone`` -> Linear (no bias) -> BatchNorm1d,
+    ``[B, C, H, W] -> [B, dim]`` (Garcia & Bruna's Omniglot encoder ends in FC to 64, their miniImageNet one in
+    FC to 128 + BatchNorm)."""
+
+    def __init__(self, backbone: nn.Module, dim: int) -> None:
+        super().__init__()
+        self.backbone, self.feature_dim = backbone, dim
+        self.fc = nn.Linear(backbone.feature_dim, dim, bias=False)
+        self.norm = nn.BatchNorm1d(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.fc(self.backbone(x)))
+
+
 class MetaGNN(nn.Module):
-    """Conv-4 embedding -> ``layers`` dense GCN layers -> query logits; one graph per query."""
+    """Embedding (e.g. Conv-4, or :class:`FCEmbedding` over it) -> ``layers`` dense GCN layers -> query logits; one
+    graph per query."""
 
     def __init__(self, backbone: nn.Module, ways: int, hidden: int = 96, layers: int = 2) -> None:
         super().__init__()
