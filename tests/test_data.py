@@ -46,6 +46,14 @@ def test_cifar_fs_split(cifar_splits):
     assert sorted(cifar_splits["test"][1]) == sorted(expected)
 
 
+def test_trainval_is_train_then_val(cifar_splits):
+    images, names = data.load_cifar_fs("trainval")
+    assert names == cifar_splits["train"][1] + cifar_splits["val"][1]
+    assert np.array_equal(images[64:], cifar_splits["val"][0]) and np.array_equal(images[:64], cifar_splits["train"][0])
+    omniglot, classes = data.load_omniglot("trainval")
+    assert omniglot.shape[0] == len(classes) == 4800
+
+
 def test_load_splits_gives_named_class_datasets(omniglot_test, cifar_splits):
     splits = data.load_splits(("val", "test"))
     assert list(splits) == ["val", "test"] and all(list(s) == ["omniglot", "cifar_fs"] for s in splits.values())
