@@ -48,7 +48,7 @@ def test_shared_models_evaluation_and_rows(omniglot_train, omniglot_test, tmp_pa
     assert set(res) == {"maml", "maml_transductive"} and all(r.n == 3 for m in res.values() for r in m.values())
     rows = result_rows("t", res, seconds, scale="smoke", device="cpu", seed=0)
     assert len(rows) == 4 and {r["method"] for r in rows} == {"maml", "maml_transductive"}
-    rows_file, metrics_file, _ = results.write_metrics("t", rows, tmp_path, curves=curves)
+    rows_file, metrics_file, *_ = results.write_metrics("t", rows, tmp_path, curves=curves)
     params = tmp_path / "params.yaml"  # chapter t's parameters: its settings (the 20-way group)
     params.write_text(yaml.safe_dump({"t": {"settings": {"omniglot_20way": vars(setups[("omniglot", 20, 1)])}}}))
     back, back_setups = chapter_results(rows_file, params, ("maml",))
