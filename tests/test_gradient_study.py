@@ -6,17 +6,18 @@ from __future__ import annotations
 import json
 
 import pytest
-import yaml
 from metalearn import results
 from metalearn.gradient_study import (
-    chapter_results,
+    Selection,
     evaluate_adapted,
     fit_meta_models,
     fit_reptile,
+    inner_names,
     meta_setups,
     reptile_inner_lr_search,
     result_rows,
 )
+from metalearn.strided_conv4 import StridedConv4
 
 SETTINGS = {"omniglot_5way": dict(steps=1, tasks=2, inner_steps=1, inner_lr=0.4, train_queries=1, test_inner_steps=1),
             "omniglot_20way": dict(steps=1, tasks=1, inner_steps=2, inner_lr=0.1, train_queries=1, test_inner_steps=2,
@@ -30,7 +31,7 @@ def test_meta_setups_read_the_parameters() -> None:
                             ("cifar_fs", 5, 1), ("cifar_fs", 5, 5)]
     assert setups[("omniglot", 20, 5)].inner_steps == 2 and setups[("omniglot", 20, 5)].train_shots == 1
     assert setups[("omniglot", 5, 5)].train_shots is None and setups[("cifar_fs", 5, 1)].test_inner_steps == 3
-    assert vars(setups[("cifar_fs", 5, 5)]) == SETTINGS["cifar_fs_5way"] | {"train_shots": None}
+    assert vars(setups[("cifar_fs", 5, 5)]) == SETTINGS["cifar_fs_5way"] | {"train_shots": None, "test_queries": None}
     with pytest.raises(ValueError, match=r"lacks \['steps'\]"):
         meta_setups({"cifar_fs_5way": {k: v for k, v in SETTINGS["cifar_fs_5way"].items() if k != "steps"}})
     with pytest.raises(ValueError, match="unknown \\['inner_batch'\\]"):
@@ -44,20 +45,11 @@ def test_shared_models_evaluation_and_rows(omniglot_train, omniglot_test, tmp_pa
     models, curves, seconds = fit_meta_models("maml", setups, {"omniglot": omniglot_train}, notebook="t", seed=0)
     assert models[("omniglot", 20, 1)] is models[("omniglot", 20, 5)]  # one model trained on 1-shot tasks
     assert list(curves.setting.unique()) == ["20w1s"]
-    res = evaluate_adapted("maml", models, setups, {"omniglot": omniglot_test}, episodes=3, queries=2, seed=0)
+    res = evaluate_adapted("maml", models, setups, {"omniglot": omniglot_test}, episodes=3, seed=0)
     assert set(res) == {"maml", "maml_transductive"} and all(r.n == 3 for m in res.values() for r in m.values())
     rows = result_rows("t", res, seconds, scale="smoke", device="cpu", seed=0)
     assert len(rows) == 4 and {r["method"] for r in rows} == {"maml", "maml_transductive"}
     rows_file, metrics_file, *_ = results.write_metrics("t", rows, tmp_path, curves=curves)
-    params = tmp_path / "params.yaml"  # chapter t's parameters: its settings (the 20-way group)
-    params.write_text(yaml.safe_dump({"t": {"settings": {"omniglot_20way": vars(setups[("omniglot", 20, 1)])}}}))
-    back, back_setups = chapter_results(rows_file, params, ("maml",))
-    assert back["maml"][("omniglot", 20, 5)].mean == pytest.approx(res["maml"][("omniglot", 20, 5)].mean)
-    assert back_setups == setups
-    with pytest.raises(ValueError, match="no accuracy rows"):
-        chapter_results(rows_file, params, ("anil",))
-    with pytest.raises(FileNotFoundError, match="dvc repro -s nothing"):
-        chapter_results(tmp_path / "nothing.csv", params, ("maml",))
     assert set(json.loads(metrics_file.read_text())["omniglot"]["20w5s"]) == {"maml", "maml_transductive"}
 
 
@@ -71,9 +63,27 @@ def test_reptile_models_per_group_and_the_inner_lr_search(omniglot_train, omnigl
     assert list(models) == list(setups) and models[("omniglot", 20, 1)] is models[("omniglot", 20, 5)]
     assert list(curves.setting.unique()) == ["5w1s", "5w5s", "20w1s"] and set(seconds) == set(setups)
     grid, chosen = reptile_inner_lr_search(setups, {"omniglot": omniglot_train}, {"omniglot": omniglot_test}, sizes,
-                                           {"omniglot": [0.05, 0.2]}, steps=1, episodes=2, queries=2, notebook="t",
+                                           {"omniglot": [0.05, 0.2]}, steps=1, episodes=2, notebook="t",
                                            seed=0)
     assert list(grid.columns) == ["dataset", "inner lr", "validation accuracy"] and list(grid["inner lr"]) == [0.05, 0.2]
     best = grid.loc[grid["validation accuracy"].idxmax(), "inner lr"]
     assert {s.inner_lr for s in chosen.values()} == {best}
     assert all(vars(chosen[k]) == vars(setups[k]) | {"inner_lr": best} for k in setups)
+
+
+def test_papers_backbone_inner_loop_and_selection_on_validation_classes(omniglot_train, omniglot_test) -> None:
+    """Omniglot models get Finn et al.'s strided Conv-4, their inner loop leaves BatchNorm's γ/β alone, and with a
+    ``Selection`` the curve carries the validation checks (omniglot_test stands in for validation classes here)."""
+    setups = {("omniglot", 5, 1): meta_setups(SETTINGS)[("omniglot", 5, 1)]}
+    setups = {k: type(s)(**(vars(s) | {"steps": 4})) for k, s in setups.items()}
+    selection = Selection({"omniglot": omniglot_test}, episodes=2, every=2)
+    models, curves, _ = fit_meta_models("maml", setups, {"omniglot": omniglot_train}, notebook="t", seed=0,
+                                        selection=selection)
+    model = models[("omniglot", 5, 1)]
+    assert isinstance(model.backbone, StridedConv4) and model.head.in_features == 64
+    assert curves.dropna(subset=["val_accuracy"]).step.tolist() == [2, 4]
+    names = inner_names(model, "no_norms")
+    assert "head.weight" in names and not any(n.endswith(("1.weight", "1.bias")) for n in names)
+    assert inner_names(model, "all") is None and inner_names(model, "head") == ["head.weight", "head.bias"]
+    with pytest.raises(ValueError, match="inner must be one of"):
+        fit_meta_models("maml", setups, {"omniglot": omniglot_train}, notebook="t", seed=0, inner="body")

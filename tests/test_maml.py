@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from functools import partial
 
 import pytest
@@ -10,13 +11,14 @@ import torch
 import torch.nn.functional as F
 from metalearn.episodes import Episode, EpisodeSampler, make_generator
 from metalearn.fast_maml import batched_meta_loss, parallel_meta_loss
-from metalearn.inner_loop import adapt, head_names, parameters
+from metalearn.inner_loop import adapt, batch_statistics, head_names, parameters, query_outputs, without_norms
 from metalearn.maml import Adapted, meta_loss
 from metalearn.maml_benchmark import IMPLEMENTATIONS, check_gradients, compare, step_flops
 from metalearn.meta_train import train_maml
 from metalearn.models import Classifier, conv4_for
 from metalearn.regression import SinusoidSampler, adapted_mse, sinusoid_eval_tasks, sinusoid_mlp, task_mse
 from metalearn.reptile import joint_gradient, reptile_direction, train_reptile
+from metalearn.strided_conv4 import StridedConv4
 from torch import nn
 from torch.func import functional_call
 
@@ -186,23 +188,89 @@ def test_reptile_with_adam_and_one_step_takes_the_joint_training_step() -> None:
         train_reptile(model, Fixed(), 1, outer="rmsprop", seed=0, progress=False)
 
 
-def test_adapted_is_non_transductive_and_leaves_the_model_unchanged() -> None:
+def test_batch_statistics_is_training_batchnorm_per_group_without_running_statistics() -> None:
+    """Inside ``batch_statistics``, a group's outputs equal a training-mode forward of that group alone, gradients
+    flow, and the running statistics are neither read nor moved."""
     model, ep = conv_net(), episode(5)
     model.train()
-    for _ in range(3):  # give BatchNorm running statistics that differ from any one batch
+    for _ in range(3):  # running statistics that differ from any one batch
         model(ep.query_x[0])
     before = copy.deepcopy(model.state_dict())
-    learner = Adapted(model, inner_steps=2, inner_lr=0.4).eval()
-    logits = learner(ep.support_x, ep.support_y, ep.query_x, WAYS)
-    assert logits.shape == (TASKS, WAYS * QUERIES, WAYS)
+    x = ep.query_x[0]  # 15 images: 3 groups of 5
+    with batch_statistics(model, groups=3):
+        out = model(x)
+        assert not model.training
+    assert model.training
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    for g in range(3):
+        torch.testing.assert_close(out[5 * g:5 * (g + 1)], copy.deepcopy(model).train()(x[5 * g:5 * (g + 1)]))
+    with batch_statistics(model):
+        torch.autograd.grad(model(x).sum(), model.head.weight)
+    with pytest.raises(ValueError, match="equal groups"), batch_statistics(model, groups=4):
+        model(x)
+
+
+def test_adapted_protocols_nichol_and_transductive() -> None:
+    """Nichol et al.'s protocol: each query normalised with the support set plus itself, so a query's prediction does
+    not depend on the other queries; transductive: the query batch's statistics. Neither modifies the model."""
+    model, ep = conv_net(), episode(5)
+    before = copy.deepcopy(model.state_dict())
+    learner = Adapted(model, inner_steps=2, inner_lr=0.4)
+    assert learner.protocol == "nichol"
+    nichol, transductive = learner.outputs(ep.support_x, ep.support_y, ep.query_x)
+    assert nichol.shape == transductive.shape == (TASKS, WAYS * QUERIES, WAYS)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    # the same numbers from an independent route: adapt a training-mode copy, then one forward pass per query
+    for t in range(TASKS):
+        copy_ = copy.deepcopy(model).train()
+        theta = {n: p.detach().requires_grad_() for n, p in copy_.named_parameters()}
+        adapted = adapt(copy_, theta, ep.support_x[t], ep.support_y[t], steps=2, inner_lr=0.4, first_order=True)
+        with torch.no_grad():
+            torch.testing.assert_close(transductive[t], functional_call(copy_, adapted, (ep.query_x[t],)))
+            for j in range(WAYS * QUERIES):
+                x = torch.cat([ep.support_x[t], ep.query_x[t, j:j + 1]])
+                torch.testing.assert_close(nichol[t, j], functional_call(copy_, adapted, (x,))[-1])
     noisy = ep.query_x.clone()
     noisy[:, 1:] = torch.rand_like(noisy[:, 1:])  # other queries change; the first query's logits must not
-    torch.testing.assert_close(learner(ep.support_x, ep.support_y, noisy, WAYS)[:, 0], logits[:, 0])
-    transductive = Adapted(model, inner_steps=2, inner_lr=0.4, transductive=True)
-    assert not torch.allclose(transductive(ep.support_x, ep.support_y, ep.query_x, WAYS), logits)
+    torch.testing.assert_close(learner(ep.support_x, ep.support_y, noisy, WAYS)[:, 0], nichol[:, 0])
+    assert not torch.allclose(Adapted(model, inner_steps=2, inner_lr=0.4, protocol="transductive")(
+        ep.support_x, ep.support_y, noisy, WAYS)[:, 0], transductive[:, 0])
+    chunked = query_outputs(model, parameters(model), ep.support_x[0], ep.query_x[0], "nichol", chunk=7)
+    torch.testing.assert_close(chunked, query_outputs(model, parameters(model), ep.support_x[0], ep.query_x[0],
+                                                      "nichol"))
     with pytest.raises(ValueError, match="20-way"):
         learner(ep.support_x, ep.support_y, ep.query_x, 20)
+    with pytest.raises(ValueError, match="running"):
+        Adapted(model, inner_steps=2, inner_lr=0.4, protocol="running")
+
+
+@pytest.mark.parametrize("protocol", ["nichol", "transductive"])
+def test_meta_steps_give_identical_predictions(protocol: str) -> None:
+    """The loop, task-batched and task-parallel meta-steps move BatchNorm's running statistics differently, but no
+    protocol reads them: after the same meta-training, the predictions agree."""
+    ep = episode(9)
+
+    class Fixed:
+        def sample(self, tasks: int, generator: torch.Generator) -> Episode:
+            return ep
+
+    predictions = {}
+    for meta_step in ("loop", "batched", "parallel"):
+        model = conv_net()
+        train_maml(model, Fixed(), 3, tasks=TASKS, inner_steps=1, inner_lr=0.4, meta_step=meta_step, seed=0,
+                   progress=False)
+        predictions[meta_step] = Adapted(model, inner_steps=2, inner_lr=0.4, protocol=protocol)(
+            ep.support_x, ep.support_y, ep.query_x)
+    torch.testing.assert_close(predictions["batched"], predictions["loop"], rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(predictions["parallel"], predictions["loop"], rtol=1e-9, atol=1e-9)
+
+
+def test_finn_inner_loop_leaves_batchnorm_parameters_to_the_outer_loop() -> None:
+    model = conv_net()
+    names = without_norms(model)
+    assert "backbone.blocks.0.0.weight" in names and "head.bias" in names
+    assert not any(re.fullmatch(r"backbone\.blocks\.\d\.1\.(weight|bias)", n) for n in names)  # BatchNorm
+    assert len(names) == len(list(model.parameters())) - 8
 
 
 @pytest.mark.parametrize("bad, match", [(dict(inner_steps=-1), "inner_steps"), (dict(inner_lr=0.0), "inner_lr"),
@@ -273,6 +341,28 @@ def test_task_batched_step_equals_the_per_task_loop(inner_steps: int, first_orde
     assert max_rel_error({n: p.grad for n, p in model.named_parameters()}, want) < 1e-10
     bn, loop_bn = model.backbone.blocks[0][1], loop_model.backbone.blocks[0][1]
     assert bn.num_batches_tracked == (inner_steps + 1) and not torch.equal(bn.running_mean, loop_bn.running_mean)
+
+
+def test_strided_conv4_is_finns_backbone_and_the_fast_steps_support_it() -> None:
+    """28x28 -> 14 -> 7 -> 4 -> 2 -> mean: a 64-d embedding; the task-batched and task-parallel steps give the
+    loop's meta-gradients on it (float64), second order, BatchNorm γ/β outside the inner loop."""
+    torch.manual_seed(0)
+    body = StridedConv4(1, 64)
+    sizes = []
+    hooks = [b.register_forward_hook(lambda _m, _i, out: sizes.append(out.shape[-1])) for b in body.blocks[:4]]
+    assert body(torch.rand(2, 1, 28, 28)).shape == (2, 64) and sizes == [14, 7, 4, 2]
+    for h in hooks:
+        h.remove()
+    model, ep = Classifier(StridedConv4(1, 8), WAYS).double(), episode(6)
+    kw = dict(inner_steps=2, inner_lr=0.4, names=without_norms(model))
+    want = ours(copy.deepcopy(model), ep, **kw)
+    for step in (batched_meta_loss, partial(parallel_meta_loss, workers=2)):
+        model.zero_grad()
+        step(model, ep, **kw)[0].backward()
+        assert max_rel_error({n: p.grad for n, p in model.named_parameters()}, want) < 1e-10
+    with pytest.raises(ValueError, match="AdaptiveAvgPool2d"):
+        batched_meta_loss(nn.Sequential(nn.Conv2d(1, 2, 3), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(8, 5)),
+                          ep, **(kw | {"names": None}))
 
 
 def test_task_batched_step_on_an_mlp_and_an_unsupported_layer() -> None:

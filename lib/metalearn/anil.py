@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from .inner_loop import LossFn, Tasks, adapt, check_inner_loop, head_names
+from .inner_loop import LossFn, Tasks, adapt, batch_statistics, check_inner_loop, head_names
 
 
 def body_and_head(model: nn.Module) -> tuple[nn.Module, nn.Linear]:
@@ -80,31 +80,28 @@ def linear_cka(x: Tensor, y: Tensor) -> Tensor:
 def layer_similarity(model: nn.Module, layers: Mapping[str, nn.Module], tasks: Tasks, *, inner_steps: int,
                      inner_lr: float, names: list[str] | None = None) -> dict[str, list[float]]:
     """For each task: adapt a copy of the weights on its support set (``inner_steps`` SGD steps of ``names``,
-    default all, batch statistics), then the linear CKA between each layer's outputs on the task's queries before and
-    after adaptation (running statistics). Returns ``{layer: [CKA per task]}``; the model is not modified."""
+    default all), then the linear CKA between each layer's outputs on the task's queries before and after adaptation.
+    BatchNorm uses batch statistics throughout (the support set's, then the query batch's). Returns
+    ``{layer: [CKA per task]}``; the model is not modified."""
     names = check_inner_loop(model, inner_steps, inner_lr, names)
     captured: dict[str, Tensor] = {}
     hooks = [m.register_forward_hook(lambda _m, _i, out, key=key: captured.__setitem__(key, out.detach()))
              for key, m in layers.items()]
-    was_training = model.training
     similarity: dict[str, list[float]] = {key: [] for key in layers}
     try:
         for sx, sy, qx in zip(tasks.support_x, tasks.support_y, tasks.query_x, strict=True):
-            buffers = {n: b.clone() for n, b in model.named_buffers()}
             theta = {n: p.detach().requires_grad_(n in names) for n, p in model.named_parameters()}
-            model.train()
-            adapted = adapt(model, theta, sx, sy, steps=inner_steps, inner_lr=inner_lr, first_order=True, names=names,
-                            buffers=buffers)
-            model.eval()
-            reps = []
-            with torch.no_grad():
-                for params in (theta, adapted):
-                    functional_call(model, {**params, **{n: b.clone() for n, b in model.named_buffers()}}, (qx,))
-                    reps.append(dict(captured))
+            with batch_statistics(model):
+                adapted = adapt(model, theta, sx, sy, steps=inner_steps, inner_lr=inner_lr, first_order=True,
+                                names=names)
+                reps = []
+                with torch.no_grad():
+                    for params in (theta, adapted):
+                        functional_call(model, params, (qx,))
+                        reps.append(dict(captured))
             for key in layers:
                 similarity[key].append(linear_cka(reps[0][key], reps[1][key]).item())
     finally:
         for h in hooks:
             h.remove()
-        model.train(was_training)
     return similarity

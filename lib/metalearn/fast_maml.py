@@ -11,8 +11,8 @@ so the adapted weights θ'_b = θ_b − α ∇L_S(θ_b) are per task, and each l
 Because Σ_i L_i(θ_b[i]) separates over tasks, one ``autograd.grad`` gives every task's inner gradient, and the
 outer backward through ``θ.expand`` sums the tasks' meta-gradients. No ``vmap`` is involved (its BatchNorm
 batching rule gives wrong second-order gradients); the tests check this step against the per-task loop in float64.
-Supported layers: Conv2d, BatchNorm2d, ReLU, MaxPool2d, Linear (and the flatten before the first Linear), i.e.
-Conv-4 classifiers and MLPs.
+Supported layers: Conv2d, BatchNorm2d, ReLU, MaxPool2d, AdaptiveAvgPool2d(1), Linear (and the flatten before the first
+Linear), i.e. the Conv-4 classifiers (max-pool or strided) and MLPs.
 """
 
 from __future__ import annotations
@@ -27,15 +27,15 @@ from torch.func import functional_call
 
 from .inner_loop import LossFn, Params, Tasks, adapt, check_inner_loop
 
-_SUPPORTED = (nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.MaxPool2d, nn.Linear)
+_SUPPORTED = (nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.MaxPool2d, nn.AdaptiveAvgPool2d, nn.Linear)
 
 
 def layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """The model's leaf layers in order, checked to be supported (``ValueError`` naming the first that is not)."""
     leaves = [(n, m) for n, m in model.named_modules() if not list(m.children())]
     for name, m in leaves:
-        if not isinstance(m, _SUPPORTED):
-            raise ValueError(f"the task-batched MAML step does not support {type(m).__name__} ({name}); "
+        if not isinstance(m, _SUPPORTED) or (isinstance(m, nn.AdaptiveAvgPool2d) and m.output_size not in (1, (1, 1))):
+            raise ValueError(f"the task-batched MAML step does not support {m} ({name}); "
                              f"use metalearn.maml.meta_loss for this model")
     return leaves
 
@@ -66,6 +66,8 @@ def batched_forward(model: nn.Module, params: Params, x: Tensor, update_stats: b
             h = F.relu(h)
         elif isinstance(m, nn.MaxPool2d):
             h = F.max_pool2d(h, m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode)
+        elif isinstance(m, nn.AdaptiveAvgPool2d):  # to 1x1: the mean over positions
+            h = h.mean((2, 3), keepdim=True)
         else:  # Linear: from [N, T*C, H, W] (or [T, N, D]) to [T, N, D], then one batched matmul
             if h.ndim == 4:
                 h = h.reshape(n, t, -1).transpose(0, 1)

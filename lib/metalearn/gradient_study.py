@@ -1,30 +1,28 @@
 """Notebook glue shared by the gradient-based chapters (MAML, FOMAML, Reptile, ANIL): the few-shot settings and their
-budgets (a notebook's nested ``settings`` parameter), one meta-trained Conv-4 classifier per setting, Reptile's
-minibatch sizes and inner learning-rate search, and the test accuracy after adaptation with and without transductive
-BatchNorm."""
+budgets (a notebook's nested ``settings`` parameter), one meta-trained classifier per setting on the papers'
+backbones, Reptile's minibatch sizes and inner learning-rate search, and the test accuracy after adaptation under both
+BatchNorm protocols (Nichol et al.'s non-transductive one and the transductive one)."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import MISSING, dataclass, fields, replace
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
-import yaml
+from torch import nn
 
 from .episodes import ClassDataset, Episode, EpisodeSampler
-from .evaluate import EvalResult, evaluate
-from .inner_loop import head_names
-from .maml import Adapted
+from .evaluate import EvalResult, Validation, evaluate
+from .inner_loop import head_names, without_norms
+from .maml import Adapted, adapted_predictor
 from .meta_train import train_maml
 from .models import Classifier, conv4_for
-from .pipeline import params_section
 from .reptile import train_reptile
-from .results import QUALIFIERS, read_rows, row
+from .results import row
+from .strided_conv4 import StridedConv4
 from .study import fit
 from .train import TrainResult
 
@@ -39,8 +37,9 @@ class MetaSetup:
     tasks: int  # meta-batch
     inner_steps: int
     inner_lr: float
-    train_queries: int  # query examples per class in training tasks
     test_inner_steps: int  # SGD steps on the support set at test time
+    train_queries: int | None = None  # query examples per class in training tasks; None: K, the training shots
+    test_queries: int | None = None  # query examples per class in test (and validation) tasks; None: K, the shots
     train_shots: int | None = None  # shots of the training tasks; None: the setting's own (one model per setting)
 
 
@@ -51,9 +50,11 @@ def setting_group(dataset: str, ways: int) -> str:
 
 def meta_setups(settings: Mapping[str, Mapping[str, Any]]) -> dict[Setting, MetaSetup]:
     """The 1- and 5-shot settings of each group of a notebook's ``settings`` parameter, ``{"<dataset>_<ways>way":
-    {"steps", "tasks", "inner_steps", "inner_lr", "train_queries", "test_inner_steps"[, "train_shots"]}}``: the
-    fields of :class:`MetaSetup` (with ``train_shots``, one model meta-trained on tasks with that many shots serves
-    both of the group's settings), e.g. Omniglot 5/20-way and CIFAR-FS 5-way."""
+    {"steps", "tasks", "inner_steps", "inner_lr", "test_inner_steps"[, "train_queries"][, "test_queries"]
+    [, "train_shots"]}}``: the fields of :class:`MetaSetup` (without ``train_queries`` / ``test_queries``, tasks have
+    K queries per class, as many as their shots, as in Finn et al.'s Omniglot code; with ``train_shots``, one model
+    meta-trained on tasks with that many shots serves both of the group's settings), e.g. Omniglot 5/20-way and
+    CIFAR-FS 5-way."""
     known = [f.name for f in fields(MetaSetup)]
     required = [f.name for f in fields(MetaSetup) if f.default is MISSING]
     setups: dict[Setting, MetaSetup] = {}
@@ -70,16 +71,52 @@ def meta_setups(settings: Mapping[str, Mapping[str, Any]]) -> dict[Setting, Meta
     return setups
 
 
+INNER = ("no_norms", "all", "head")  # what the inner loop adapts: Finn's (all but BatchNorm), everything, ANIL's head
+
+
+def inner_names(model: nn.Module, inner: str) -> list[str] | None:
+    """The parameters the inner loop adapts: ``"no_norms"`` every one but BatchNorm's γ/β (Finn et al.: they learn in
+    the outer loop only), ``"all"`` (None: every one, Reptile), ``"head"`` the last linear layer (ANIL)."""
+    if inner not in INNER:
+        raise ValueError(f"inner must be one of {INNER}, got {inner!r}")
+    return {"no_norms": without_norms, "head": head_names}[inner](model) if inner != "all" else None
+
+
+def backbone(dataset: str, image_shape: tuple[int, int, int]) -> nn.Module:
+    """The gradient-based papers' backbones: on Omniglot Finn et al.'s (and Nichol et al.'s) strided Conv-4 with 64
+    filters; on CIFAR-FS the max-pool Conv-4 with the 32 filters of their miniImageNet network."""
+    if dataset == "omniglot":
+        return StridedConv4(image_shape[0], 64)
+    if dataset == "cifar_fs":
+        return conv4_for(image_shape, hidden=32)
+    raise ValueError(f"no gradient-based backbone for data set {dataset!r}; known: omniglot, cifar_fs")
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Model selection on validation classes: every ``every`` meta-steps, the accuracy after adaptation (the setup's
+    test-time inner loop, BatchNorm ``protocol``) on ``episodes`` fixed episodes of ``val_sets[dataset]`` with the
+    model's ways and training shots and the setup's ``test_queries`` per class; the run ends with its best check."""
+
+    val_sets: Mapping[str, ClassDataset]
+    episodes: int
+    every: int
+    protocol: str = "transductive"
+
+
 def fit_meta_models(method: str, setups: dict[Setting, MetaSetup], train_sets: dict[str, ClassDataset], *,
                     notebook: str, seed: int, checkpoint_dir: str = "", models_dir: str = "", read_only: bool = False,
-                    lr: float = 1e-3, head_only: bool = False,
+                    lr: float = 1e-3, inner: str = "no_norms", selection: Selection | None = None,
                     train_fn: Callable[..., TrainResult] = train_maml, **train_kwargs: object,
                     ) -> tuple[dict[Setting, Classifier], pd.DataFrame, dict[Setting, float]]:
-    """Meta-train one Conv-4 classifier per setting with ``train_fn`` (MAML by default; ``train_kwargs`` such as
-    ``first_order`` go to it; ``head_only``: the inner loop adapts only the head, ANIL), or one per group of settings
-    that share a setup with ``train_shots``. Return the models, the training curves (with ``dataset`` and
+    """Meta-train one classifier (:func:`backbone` + linear head) per setting with ``train_fn`` (MAML by default;
+    ``train_kwargs`` such as ``first_order`` or ``cosine`` go to it), adapting ``inner`` (see :func:`inner_names`) in
+    the inner loop, or one per group of settings that share a setup with ``train_shots``; with ``selection``, each
+    run keeps its best check on validation classes. Return the models, the training curves (with ``dataset`` and
     ``setting`` columns: the training tasks') and the training seconds, by setting. ``checkpoint_dir``,
     ``models_dir`` and ``read_only``: see :func:`metalearn.study.fit`."""
+    if inner not in INNER:  # before any work
+        raise ValueError(f"inner must be one of {INNER}, got {inner!r}")
     trained: dict[Setting, tuple[Classifier, float]] = {}
     models, curves, seconds = {}, [], {}
     for (dataset, ways, shots), s in setups.items():
@@ -87,12 +124,20 @@ def fit_meta_models(method: str, setups: dict[Setting, MetaSetup], train_sets: d
         if key not in trained:
             data = train_sets[dataset]
             torch.manual_seed(seed)
-            model = Classifier(conv4_for(tuple(data.images.shape[2:])), ways).to(data.device)
-            kwargs = {"names": head_names(model)} if head_only else {}
+            model = Classifier(backbone(dataset, tuple(data.images.shape[2:])), ways).to(data.device)
+            names = inner_names(model, inner)
+            kwargs = dict(names=names) if names is not None else {}
+            validation = None
+            if selection is not None:
+                val_sampler = EpisodeSampler(selection.val_sets[dataset], ways, key[2], s.test_queries or key[2])
+                validation = Validation(val_sampler,
+                                        adapted_predictor(inner_steps=s.test_inner_steps, inner_lr=s.inner_lr,
+                                                          names=names, protocol=selection.protocol),
+                                        episodes=selection.episodes, every=selection.every)
             curve, sec = fit(f"{method}-{dataset}-{ways}w{key[2]}s", model,
-                             EpisodeSampler(data, ways, key[2], s.train_queries), s.steps, notebook=notebook,
+                             EpisodeSampler(data, ways, key[2], s.train_queries or key[2]), s.steps, notebook=notebook,
                              seed=seed, checkpoint_dir=checkpoint_dir, models_dir=models_dir, read_only=read_only,
-                             lr=lr, train_fn=train_fn, tasks=s.tasks,
+                             lr=lr, train_fn=train_fn, validation=validation, tasks=s.tasks,
                              inner_steps=s.inner_steps, inner_lr=s.inner_lr, **kwargs, **train_kwargs)
             trained[key] = model, sec
             curves.append(curve.assign(dataset=dataset, setting=f"{ways}w{key[2]}s"))
@@ -101,25 +146,25 @@ def fit_meta_models(method: str, setups: dict[Setting, MetaSetup], train_sets: d
 
 
 def evaluate_adapted(method: str, models: Mapping[Setting, torch.nn.Module], setups: Mapping[Setting, MetaSetup],
-                     test_sets: Mapping[str, ClassDataset], *, episodes: int, queries: int, seed: int,
-                     head_only: bool = False) -> dict[str, dict[Setting, EvalResult]]:
+                     test_sets: Mapping[str, ClassDataset], *, episodes: int, seed: int,
+                     inner: str = "no_norms") -> dict[str, dict[Setting, EvalResult]]:
     """Each model adapted on the support set of each of ``episodes`` seeded test episodes (its setup's
-    ``test_inner_steps`` SGD steps, head only if ``head_only``), then scored on ``queries`` queries per class:
-    non-transductive (``method``: running statistics) and transductive (``f"{method}_transductive"``: the query
-    batch's own statistics, the papers' protocol), both from the same adaptation."""
-    names = (method, f"{method}_transductive")
+    ``test_inner_steps`` SGD steps of the ``inner`` parameters, see :func:`inner_names`), then scored on its
+    ``test_queries`` queries per class (K, the shots, if None) under both BatchNorm protocols from the same
+    adaptation: ``method`` (Nichol et al.'s non-transductive protocol, each query normalised with the support set
+    plus itself) and ``f"{method}_transductive"`` (the query batch's statistics, Finn et al.'s)."""
+    names = {method: "nichol", f"{method}_transductive": "transductive"}
     res: dict[str, dict[Setting, EvalResult]] = {name: {} for name in names}
     for (dataset, ways, shots), model in models.items():
         s = setups[(dataset, ways, shots)]
-        learner = Adapted(model, inner_steps=s.test_inner_steps, inner_lr=s.inner_lr,
-                          names=head_names(model) if head_only else None)
+        learner = Adapted(model, inner_steps=s.test_inner_steps, inner_lr=s.inner_lr, names=inner_names(model, inner))
 
         def predict(ep: Episode, learner: Adapted = learner) -> dict[str, torch.Tensor]:
-            outs = learner.outputs(ep.support_x, ep.support_y, ep.query_x, (False, True))
+            outs = learner.outputs(ep.support_x, ep.support_y, ep.query_x, tuple(names.values()))
             return {name: out.argmax(-1) for name, out in zip(names, outs, strict=True)}
 
-        scores = evaluate(predict, EpisodeSampler(test_sets[dataset], ways, shots, queries), episodes=episodes,
-                          seed=seed)
+        sampler = EpisodeSampler(test_sets[dataset], ways, shots, s.test_queries or shots)
+        scores = evaluate(predict, sampler, episodes=episodes, seed=seed)
         for name in names:
             res[name][(dataset, ways, shots)] = scores[name]
     return res
@@ -128,7 +173,8 @@ def evaluate_adapted(method: str, models: Mapping[Setting, torch.nn.Module], set
 def fit_reptile(method: str, setups: Mapping[Setting, MetaSetup], train_sets: dict[str, ClassDataset],
                 inner_batch: Mapping[str, int], **fit_kwargs: Any,
                 ) -> tuple[dict[Setting, Classifier], pd.DataFrame, dict[Setting, float]]:
-    """Reptile models for ``setups``: :func:`fit_meta_models` with :func:`~metalearn.reptile.train_reptile`, each
+    """Reptile models for ``setups``: :func:`fit_meta_models` with :func:`~metalearn.reptile.train_reptile` (every
+    parameter adapts, BatchNorm's too, as in Nichol et al.'s code), each
     group of settings with its own inner minibatch size, ``inner_batch[setting_group(dataset, ways)]``;
     ``fit_kwargs`` (``notebook``, ``seed``, ``checkpoint_dir``, ``lr``, ...) go to :func:`fit_meta_models`."""
     groups: dict[tuple[str, int], dict[Setting, MetaSetup]] = {}
@@ -137,7 +183,7 @@ def fit_reptile(method: str, setups: Mapping[Setting, MetaSetup], train_sets: di
     models: dict[Setting, Classifier] = {}
     curves, seconds = [], {}
     for (dataset, ways), group in groups.items():
-        fitted, curve, sec = fit_meta_models(method, group, train_sets, train_fn=train_reptile,
+        fitted, curve, sec = fit_meta_models(method, group, train_sets, train_fn=train_reptile, inner="all",
                                              inner_batch=inner_batch[setting_group(dataset, ways)], **fit_kwargs)
         models |= fitted
         curves.append(curve)
@@ -147,20 +193,19 @@ def fit_reptile(method: str, setups: Mapping[Setting, MetaSetup], train_sets: di
 
 def reptile_inner_lr_search(setups: Mapping[Setting, MetaSetup], train_sets: dict[str, ClassDataset],
                             val_sets: Mapping[str, ClassDataset], inner_batch: Mapping[str, int],
-                            candidates: Mapping[str, Sequence[float]], *, steps: int, episodes: int, queries: int,
+                            candidates: Mapping[str, Sequence[float]], *, steps: int, episodes: int,
                             seed: int, **fit_kwargs: Any) -> tuple[pd.DataFrame, dict[Setting, MetaSetup]]:
     """Each data set's inner learning rate chosen on its validation classes: for every rate in
     ``candidates[dataset]``, a Reptile model of the data set's 5-way 1-shot setup (``steps`` meta-steps, named
     ``grid-lr<rate>``; :func:`fit_reptile` with ``seed`` and ``fit_kwargs``) scored after adaptation on ``episodes``
-    validation episodes (``queries`` per class, seed ``seed + 1``). Returns the grid (``dataset``, ``inner lr``,
+    validation episodes (the setup's test queries per class, seed ``seed + 1``). Returns the grid (``dataset``, ``inner lr``,
     ``validation accuracy``) and ``setups`` with each searched data set's best rate."""
     records = []
     for dataset, rates in candidates.items():
         for lr in rates:
             setup = {(dataset, 5, 1): replace(setups[(dataset, 5, 1)], steps=steps, inner_lr=lr)}
             models, _, _ = fit_reptile(f"grid-lr{lr}", setup, train_sets, inner_batch, seed=seed, **fit_kwargs)
-            res = evaluate_adapted("reptile", models, setup, val_sets, episodes=episodes, queries=queries,
-                                   seed=seed + 1)
+            res = evaluate_adapted("reptile", models, setup, val_sets, episodes=episodes, seed=seed + 1, inner="all")
             records.append({"dataset": dataset, "inner lr": lr,
                             "validation accuracy": res["reptile"][(dataset, 5, 1)].mean})
     grid = pd.DataFrame(records)
@@ -174,26 +219,3 @@ def result_rows(notebook: str, res: Mapping[str, Mapping[Setting, EvalResult]], 
     return [row(notebook, method, dataset, ways, shots, "accuracy", r.mean, r.ci95, r.n,
                 train_seconds=seconds[(dataset, ways, shots)], **common)
             for method, by_setting in res.items() for (dataset, ways, shots), r in by_setting.items()]
-
-
-def chapter_results(rows_path: str | Path, params_path: str | Path, methods: tuple[str, ...],
-                    ) -> tuple[dict[str, dict[Setting, EvalResult]], dict[Setting, MetaSetup]]:
-    """Another chapter's committed accuracies for ``methods`` (the plain rows, without qualifiers, of its rows file
-    ``<reports>/rows/<notebook>.csv``), in :func:`evaluate_adapted`'s layout, and the setups it was trained with
-    (:func:`meta_setups` of the ``settings`` of its section in the parameters file ``params_path``, e.g. ``maml``)."""
-    rows_path = Path(rows_path)
-    if not rows_path.exists():
-        raise FileNotFoundError(f"{rows_path} does not exist: run that chapter's stage first "
-                                f"(dvc repro -s {rows_path.stem})")
-    table = read_rows(rows_path)
-    plain = table[table.method.isin(methods) & (table.metric == "accuracy") & table[list(QUALIFIERS)].isna().all(axis=1)]
-    res: dict[str, dict[Setting, EvalResult]] = {m: {} for m in methods}
-    for r in plain.itertuples():
-        res[r.method][(r.dataset, int(r.ways), int(r.shots))] = EvalResult(r.value, r.ci95, int(r.n_test), np.array([]))
-    missing = [m for m, by_setting in res.items() if not by_setting]
-    if missing:
-        raise ValueError(f"{rows_path} has no accuracy rows for {missing}")
-    params, section = yaml.safe_load(Path(params_path).read_text()), params_section(rows_path.stem)
-    if section not in params:
-        raise ValueError(f"{params_path} has no section {section!r}")
-    return res, meta_setups(params[section]["settings"])

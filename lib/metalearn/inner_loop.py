@@ -1,14 +1,22 @@
 """The inner loop every gradient-based method shares (MAML, first-order MAML, ANIL, Reptile): the task types, θ by
-name, which parameters adapt, and k steps of SGD on a task's support set,
+name, which parameters adapt, k steps of SGD on a task's support set,
 
     θ'_i = θ − α ∇_θ L_{S_i}(f_θ)        (repeated k times from θ'_i)
 
-with the network used functionally, f(x; θ) = ``torch.func.functional_call(model, θ, x)``.
+with the network used functionally, f(x; θ) = ``torch.func.functional_call(model, θ, x)``, and the BatchNorm
+protocols under which the adapted network predicts a task's queries. No reference implementation uses running
+statistics: BatchNorm always normalises with statistics of a batch, and the protocols differ in which batch.
+
+    "transductive"  the query batch (Finn et al.'s and Raghu et al.'s code): a query's prediction depends on the
+                    other queries of its task.
+    "nichol"        the support set plus that one query (Nichol et al. 2018's non-transductive protocol): each query
+                    is predicted on its own, from the support set alone.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Protocol
 
 import torch
@@ -18,6 +26,8 @@ from torch.func import functional_call
 
 Params = dict[str, Tensor]
 LossFn = Callable[[Tensor, Tensor], Tensor]  # a criterion: (outputs, targets) -> scalar loss
+BN_PROTOCOLS = ("nichol", "transductive")
+_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
 class Tasks(Protocol):
@@ -48,6 +58,14 @@ def head_names(model: nn.Module) -> list[str]:
         raise ValueError(f"{type(model).__name__} has no nn.Linear layer to use as the head")
     head = linears[-1]
     return [f"{head}.{n}" for n, _ in model.get_submodule(head).named_parameters()]
+
+
+def without_norms(model: nn.Module) -> list[str]:
+    """The names of every parameter but BatchNorm's γ and β: what Finn et al.'s inner loop adapts (their BatchNorm
+    parameters learn in the outer loop only)."""
+    norms = {f"{name}.{p}" for name, m in model.named_modules() if isinstance(m, _NORMS)
+             for p, _ in m.named_parameters()}
+    return [n for n, _ in model.named_parameters() if n not in norms]
 
 
 def check_inner_loop(model: nn.Module, inner_steps: int, inner_lr: float, names: Iterable[str] | None) -> list[str]:
@@ -89,3 +107,55 @@ def query_metrics(outputs: Tensor, query_y: Tensor) -> dict[str, float]:
     if query_y.dtype in (torch.int64, torch.int32):
         return {"accuracy": (outputs.argmax(-1) == query_y).float().mean().item() * 100}
     return {}
+
+
+@contextmanager
+def batch_statistics(model: nn.Module, groups: int = 1) -> Iterator[nn.Module]:
+    """Inside, every BatchNorm layer of ``model`` normalises each of ``groups`` equal consecutive slices of its batch
+    with that slice's own mean and (biased) variance, as BatchNorm does in training, and differentiably, but never
+    reads or moves the running statistics: the model runs in eval mode and a hook (run before any other forward hook)
+    replaces each BatchNorm output."""
+    if groups < 1:
+        raise ValueError(f"groups must be >= 1, got {groups}")
+
+    def normalise(m: nn.Module, inputs: tuple[Tensor, ...], _output: Tensor) -> Tensor:
+        x = inputs[0]
+        if x.shape[0] % groups:
+            raise ValueError(f"a batch of {x.shape[0]} does not split into {groups} equal groups")
+        g = x.reshape(groups, x.shape[0] // groups, *x.shape[1:])  # [groups, size, C, ...]
+        var, mean = torch.var_mean(g, dim=[1, *range(3, g.ndim)], correction=0, keepdim=True)
+        y = (g - mean) * torch.rsqrt(var + m.eps)
+        if m.affine:
+            shape = (1, 1, -1) + (1,) * (g.ndim - 3)
+            y = y * m.weight.view(shape) + m.bias.view(shape)
+        return y.reshape(x.shape)
+
+    was_training = model.training
+    hooks = [m.register_forward_hook(normalise, prepend=True) for m in model.modules() if isinstance(m, _NORMS)]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+
+
+def query_outputs(model: nn.Module, params: Params, support_x: Tensor, query_x: Tensor, protocol: str,
+                  chunk: int = 4096) -> Tensor:
+    """The outputs ``[m, ...]`` of the network at ``params`` (θ') for one task's queries ``query_x [m, ...]``, with
+    BatchNorm statistics from the query batch (``protocol="transductive"``) or, for each query, from the support set
+    ``support_x [n, ...]`` plus that query (``"nichol"``: m groups of n + 1 images, at most ``chunk`` images per
+    forward pass). Running statistics are neither used nor changed."""
+    if protocol not in BN_PROTOCOLS:
+        raise ValueError(f"unknown BatchNorm protocol {protocol!r}; choose from {BN_PROTOCOLS}")
+    if protocol == "transductive":
+        with batch_statistics(model):
+            return functional_call(model, params, (query_x,))
+    n, per = len(support_x), max(1, chunk // (len(support_x) + 1))
+    outputs = []
+    for q in query_x.split(per):
+        x = torch.cat([support_x.expand(len(q), *support_x.shape), q[:, None]], 1)  # [queries, n + 1, ...]
+        with batch_statistics(model, groups=len(q)):
+            outputs.append(functional_call(model, params, (x.flatten(0, 1),)).unflatten(0, (len(q), n + 1))[:, -1])
+    return torch.cat(outputs)

@@ -13,19 +13,24 @@ ANIL adapts only the head (the last linear layer) in the inner loop; the body le
 
 The inner loop lives in :mod:`metalearn.inner_loop`, the outer loop (``train_maml``) in :mod:`metalearn.meta_train`.
 
-BatchNorm: training and the inner loop normalise with batch statistics. At test time a query is normalised with
-the running statistics of training (non-transductive, the default), or with its query batch's statistics
-(``transductive=True``, the MAML reference code's protocol and the papers' numbers).
+BatchNorm always normalises with batch statistics, never running ones (as in every reference implementation): in
+training and in the inner loop those of the batch at hand; for a test task's queries, those of the support set plus
+the one query (Nichol et al.'s non-transductive protocol, the default) or of the query batch (transductive, the
+protocol of Finn et al.'s and Raghu et al.'s numbers); see :mod:`metalearn.inner_loop`.
 """
 
 from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from .inner_loop import LossFn, Tasks, adapt, check_inner_loop, parameters
+from .evaluate import PredictFn
+from .inner_loop import BN_PROTOCOLS, LossFn, Tasks, adapt, batch_statistics, check_inner_loop, parameters, query_outputs
 
 
 def meta_loss(model: nn.Module, tasks: Tasks, *, inner_steps: int, inner_lr: float, first_order: bool = False,
@@ -45,47 +50,60 @@ def meta_loss(model: nn.Module, tasks: Tasks, *, inner_steps: int, inner_lr: flo
 
 class Adapted(nn.Module):
     """A meta-trained network as a few-shot model: for each task, ``inner_steps`` SGD steps on its support set
-    (batch statistics), then the query outputs ``[T, m, ...]`` of the adapted network.
-
-    Non-transductive by default (queries normalised with training's running statistics, so a query's prediction
-    does not depend on the other queries); ``transductive=True`` normalises the queries with their own batch
-    statistics, as MAML's reference code does. Calling it never modifies the wrapped network.
+    (BatchNorm with the support set's statistics), then the query outputs ``[T, m, ...]`` of the adapted network
+    under a BatchNorm ``protocol`` of :data:`~metalearn.inner_loop.BN_PROTOCOLS`: "nichol" (the default: each query
+    normalised with the support set plus itself, so its prediction does not depend on the other queries) or
+    "transductive" (the query batch's statistics, as MAML's reference code). Calling it never modifies the network.
     """
 
     def __init__(self, model: nn.Module, *, inner_steps: int, inner_lr: float, names: list[str] | None = None,
-                 transductive: bool = False, loss_fn: LossFn = F.cross_entropy) -> None:
+                 protocol: str = "nichol", loss_fn: LossFn = F.cross_entropy) -> None:
         super().__init__()
         self.names = check_inner_loop(model, inner_steps, inner_lr, names)
+        if protocol not in BN_PROTOCOLS:
+            raise ValueError(f"unknown BatchNorm protocol {protocol!r}; choose from {BN_PROTOCOLS}")
         self.model, self.inner_steps, self.inner_lr = model, inner_steps, inner_lr
-        self.transductive, self.loss_fn = transductive, loss_fn
+        self.protocol, self.loss_fn = protocol, loss_fn
 
     def forward(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, ways: int | None = None) -> Tensor:
         """``support_x [T, n, ...]``, ``support_y [T, n]``, ``query_x [T, m, ...]`` -> outputs ``[T, m, ...]``
         (logits ``[T, m, ways]`` for a classifier whose head has ``ways`` outputs)."""
-        out = self.outputs(support_x, support_y, query_x, (self.transductive,))[0]
+        out = self.outputs(support_x, support_y, query_x, (self.protocol,))[0]
         if ways is not None and out.shape[-1] != ways:
             raise ValueError(f"the network has {out.shape[-1]} outputs but the episode is {ways}-way; "
                              f"build its head with {ways} outputs")
         return out
 
     def outputs(self, support_x: Tensor, support_y: Tensor, query_x: Tensor,
-                transductive: tuple[bool, ...] = (False, True)) -> list[Tensor]:
+                protocols: tuple[str, ...] = BN_PROTOCOLS) -> list[Tensor]:
         """One adaptation per task, then the query outputs ``[T, m, ...]`` under each BatchNorm protocol of
-        ``transductive`` (False: running statistics; True: the query batch's statistics)."""
-        model, was_training = self.model, self.model.training
-        outputs: list[list[Tensor]] = [[] for _ in transductive]
-        try:
-            for sx, sy, qx in zip(support_x, support_y, query_x, strict=True):
-                buffers = {n: b.clone() for n, b in model.named_buffers()}  # BatchNorm updates copies, not the model
-                params = {n: p.detach().requires_grad_(n in self.names) for n, p in model.named_parameters()}
-                model.train()
+        ``protocols``."""
+        model = self.model
+        outputs: list[list[Tensor]] = [[] for _ in protocols]
+        for sx, sy, qx in zip(support_x, support_y, query_x, strict=True):
+            params = {n: p.detach().requires_grad_(n in self.names) for n, p in model.named_parameters()}
+            with batch_statistics(model):
                 adapted = adapt(model, params, sx, sy, steps=self.inner_steps, inner_lr=self.inner_lr,
-                                first_order=True, names=self.names, loss_fn=self.loss_fn, buffers=buffers)
-                for out, mode in zip(outputs, transductive, strict=True):
-                    model.train(mode)  # eval mode: the running statistics of training, untouched
-                    buffers = {n: b.clone() for n, b in model.named_buffers()}
-                    with torch.no_grad():
-                        out.append(functional_call(model, {**adapted, **buffers}, (qx,)))
-        finally:
-            model.train(was_training)
+                                first_order=True, names=self.names, loss_fn=self.loss_fn)
+            with torch.no_grad():
+                for out, protocol in zip(outputs, protocols, strict=True):
+                    out.append(query_outputs(model, adapted, sx, qx, protocol))
         return [torch.stack(out) for out in outputs]
+
+
+def adapted_predictor(*, inner_steps: int, inner_lr: float, names: list[str] | None = None,
+                      protocol: str = "nichol") -> Callable[[nn.Module], PredictFn]:
+    """The test-time rule of a meta-trained network as a function of the network (what a
+    :class:`~metalearn.evaluate.Validation` scores at each check): :class:`Adapted` with these settings, predicting
+    each query's class. Its name records the settings, so a trained model's key changes with them."""
+    if protocol not in BN_PROTOCOLS:
+        raise ValueError(f"unknown BatchNorm protocol {protocol!r}; choose from {BN_PROTOCOLS}")
+
+    def predict(model: nn.Module) -> PredictFn:
+        learner = Adapted(model, inner_steps=inner_steps, inner_lr=inner_lr, names=names, protocol=protocol)
+        return lambda ep: learner(ep.support_x, ep.support_y, ep.query_x).argmax(-1)
+
+    adapted = "all" if names is None else hashlib.sha256(" ".join(sorted(names)).encode()).hexdigest()[:12]
+    predict.__qualname__ = (f"adapted_predictor(inner_steps={inner_steps}, inner_lr={inner_lr}, "
+                            f"protocol={protocol}, names={adapted})")
+    return predict

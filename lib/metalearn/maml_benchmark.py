@@ -6,7 +6,8 @@
     torchmeta    ``MetaModule`` layers and ``gradient_update_parameters`` (torchmeta 1.8.0)
     higher       ``higher.innerloop_ctx`` with a differentiable SGD (higher 0.2.1)
 
-on Omniglot episodes with the same Conv-4 weights. Before timing, every implementation's meta-gradient is
+on Omniglot episodes with the same weights of Finn et al.'s network (strided Conv-4, 64 filters, every parameter in
+the inner loop, as the libraries' MAML examples). Before timing, every implementation's meta-gradient is
 checked against the lib's in float64. Timings are float32, interleaved (one step of each implementation per
 round), and reported as the median seconds per meta-step, so all of them see the same machine load. The step's
 floating-point operations are counted once, on the lib's loop: all five do the same arithmetic (the loop,
@@ -36,37 +37,44 @@ from torch.utils.flop_counter import FlopCounterMode
 from .episodes import ClassDataset, Episode, EpisodeSampler, make_generator
 from .fast_maml import batched_meta_loss, parallel_meta_loss
 from .maml import meta_loss
-from .models import Classifier, conv4_for
+from .models import Classifier
+from .strided_conv4 import StridedConv4
 
 Step = Callable[[Episode], dict[str, torch.Tensor]]  # one meta-step: episode -> meta-gradients by parameter name
 
 
 def lib_step(model: nn.Module, inner_steps: int, inner_lr: float, variant: str = "loop",
-             first_order: bool = False) -> Step:
+             first_order: bool = False, names: list[str] | None = None) -> Step:
     """The lib's meta-step: ``variant`` "loop" (one task at a time), "batched" (all tasks in one pass per layer)
-    or "parallel" (tasks split over two threads); first-order MAML if ``first_order``."""
+    or "parallel" (tasks split over two threads); first-order MAML if ``first_order``; the inner loop adapts
+    ``names`` (default: every parameter)."""
     loss_fn = {"loop": meta_loss, "batched": batched_meta_loss, "parallel": parallel_meta_loss}[variant]
 
     def step(ep: Episode) -> dict[str, torch.Tensor]:
         model.zero_grad(set_to_none=True)
-        loss_fn(model, ep, inner_steps=inner_steps, inner_lr=inner_lr, first_order=first_order)[0].backward()
+        loss_fn(model, ep, inner_steps=inner_steps, inner_lr=inner_lr, first_order=first_order,
+                names=names)[0].backward()
         return {n: p.grad for n, p in model.named_parameters()}
 
     return step
 
 
 def torchmeta_step(model: Classifier, inner_steps: int, inner_lr: float) -> Step:
-    """The step with torchmeta's MetaModule layers, initialised with ``model``'s weights."""
+    """The step with torchmeta's MetaModule layers mirroring ``model`` (its convolutions and BatchNorms become
+    ``MetaConv2d`` / ``MetaBatchNorm2d`` with the same settings, the other layers are shared), with its weights."""
     importlib.import_module("metalearn.torchmeta_compat")  # torchmeta 1.8.0 fixes: before importing torchmeta
     from torchmeta.modules import MetaBatchNorm2d, MetaConv2d, MetaLinear, MetaSequential
     from torchmeta.utils.gradient_based import gradient_update_parameters
 
+    def meta(m: nn.Module) -> nn.Module:
+        if isinstance(m, nn.Conv2d):
+            return MetaConv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding)
+        if isinstance(m, nn.BatchNorm2d):
+            return MetaBatchNorm2d(m.num_features)
+        return m
 
-    def block(cin: int, cout: int) -> MetaSequential:
-        return MetaSequential(MetaConv2d(cin, cout, 3, padding=1), MetaBatchNorm2d(cout), nn.ReLU(), nn.MaxPool2d(2))
-
-    convs = [b[0] for b in model.backbone.blocks]
-    net = MetaSequential(*(block(c.in_channels, c.out_channels) for c in convs), nn.Flatten(),
+    leaves = [m for m in model.backbone.modules() if not list(m.children())]
+    net = MetaSequential(*(meta(m) for m in leaves), nn.Flatten(),
                          MetaLinear(model.head.in_features, model.head.out_features))
     net = net.to(next(model.parameters()).device, next(model.parameters()).dtype)
     with torch.no_grad():
@@ -106,6 +114,11 @@ def higher_step(model: nn.Module, inner_steps: int, inner_lr: float) -> Step:
         return {n: p.grad for n, p in net.named_parameters()}
 
     return step
+
+
+def finn_net(data: ClassDataset, ways: int) -> Classifier:
+    """The benchmarked network: Finn et al.'s Omniglot classifier (strided Conv-4, 64 filters, linear head)."""
+    return Classifier(StridedConv4(data.images.shape[2], 64), ways).to(data.device)
 
 
 IMPLEMENTATIONS = {"lib": lib_step, "lib batched": lambda m, k, a: lib_step(m, k, a, "batched"),
@@ -149,7 +162,7 @@ def check_gradients(data: ClassDataset, inner_steps: int, inner_lr: float = 0.4,
                     queries: int = 5, tasks: int = 2, seed: int = 0) -> dict[str, float]:
     """Max relative difference of each implementation's float64 meta-gradient from the lib's."""
     torch.manual_seed(seed)
-    model = Classifier(conv4_for(tuple(data.images.shape[2:])), ways).double().to(data.device)
+    model = finn_net(data, ways).double()
     ep = EpisodeSampler(data, ways, shots, queries).sample(tasks, make_generator(seed, data.device))
     ep = Episode(ep.support_x.double(), ep.support_y, ep.query_x.double(), ep.query_y, ep.classes)
     grads = {name: make(copy.deepcopy(model), inner_steps, inner_lr)(ep) for name, make in IMPLEMENTATIONS.items()}
@@ -174,7 +187,7 @@ def compare(data: ClassDataset, tasks: tuple[int, ...] = (4, 32), inner_steps: t
             raise AssertionError(f"meta-gradients differ from the lib's ({k} inner steps): {bad}")
         for t in tasks:
             torch.manual_seed(seed)
-            model = Classifier(conv4_for(tuple(data.images.shape[2:])), ways).to(data.device)
+            model = finn_net(data, ways)
             steps = {name: make(copy.deepcopy(model), k, inner_lr) for name, make in IMPLEMENTATIONS.items()}
             ep = EpisodeSampler(data, ways, shots, queries).sample(t, make_generator(seed, data.device))
             timed = time_interleaved({name: partial(step, ep) for name, step in steps.items()}, rounds, warmup)
@@ -222,7 +235,7 @@ def order_cost(data: ClassDataset, tasks: tuple[int, ...] = (4, 32), inner_steps
     for k in inner_steps:
         for t in tasks:
             torch.manual_seed(seed)
-            model = Classifier(conv4_for(tuple(data.images.shape[2:])), ways).to(data.device)
+            model = finn_net(data, ways)
             ep = EpisodeSampler(data, ways, shots, queries).sample(t, make_generator(seed, data.device))
             for first_order in (False, True):
                 _, nbytes = graph_bytes(partial(_meta_loss_value, model, ep, inner_steps=k, inner_lr=inner_lr,

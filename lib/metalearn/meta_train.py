@@ -18,18 +18,20 @@ from .anil import anil_meta_loss
 from .fast_maml import batched_meta_loss, parallel_meta_loss
 from .inner_loop import TaskSampler, check_inner_loop, head_names, query_metrics
 from .maml import meta_loss
-from .train import TrainResult, train
+from .train import TrainResult, ValidateFn, lr_scheduler, train
 
 META_STEPS = ("loop", "batched", "parallel", "head")
 
 
 def train_maml(model: nn.Module, sampler: TaskSampler, steps: int, *, tasks: int = 4, inner_steps: int = 1,
                inner_lr: float = 0.4, first_order: bool = False, names: list[str] | None = None, lr: float = 1e-3,
-               halve_lr_every: int = 0, regression: bool = False, meta_step: str = "loop", seed: int,
-               checkpoint: Path | None = None, log_every: int = 50, progress: bool = True,
-               desc: str = "maml") -> TrainResult:
-    """Meta-train ``model`` for ``steps`` outer steps (Adam, step size ``lr``, halved every ``halve_lr_every``
-    steps; 0: constant) on batches of ``tasks`` tasks, with cross-entropy (MSE if ``regression``).
+               halve_lr_every: int = 0, cosine: bool = False, regression: bool = False, meta_step: str = "loop",
+               seed: int, checkpoint: Path | None = None, log_every: int = 50, validate: ValidateFn | None = None,
+               validate_every: int = 0, progress: bool = True, desc: str = "maml") -> TrainResult:
+    """Meta-train ``model`` for ``steps`` outer steps (Adam, step size ``lr``, cosine-annealed to 0 with ``cosine``,
+    or halved every ``halve_lr_every`` steps, or constant) on batches of ``tasks`` tasks, with cross-entropy (MSE if
+    ``regression``). ``validate`` / ``validate_every``: model selection on validation tasks, see
+    :func:`metalearn.train.train`.
 
     ``first_order`` gives FOMAML, ``names=head_names(model)`` ANIL, ``inner_steps=0`` plain joint training on the
     query sets (the pre-trained baseline). ``meta_step`` picks how the meta-batch is computed, all with the same
@@ -47,7 +49,7 @@ def train_maml(model: nn.Module, sampler: TaskSampler, steps: int, *, tasks: int
                     "head": anil_meta_loss}[meta_step]
     loss_fn = F.mse_loss if regression else F.cross_entropy
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.StepLR(opt, halve_lr_every, 0.5) if halve_lr_every > 0 else None
+    sched = lr_scheduler(opt, steps, halve_lr_every, cosine)
 
     def step_loss(m: nn.Module, batch: Any) -> tuple[Tensor, dict[str, float]]:
         loss, out = meta_loss_fn(m, batch, inner_steps=inner_steps, inner_lr=inner_lr, first_order=first_order,
@@ -55,4 +57,5 @@ def train_maml(model: nn.Module, sampler: TaskSampler, steps: int, *, tasks: int
         return loss, query_metrics(out, batch.query_y)
 
     return train(model, step_loss, lambda step, g: sampler.sample(tasks, g), steps, opt, seed=seed, scheduler=sched,
-                 checkpoint=checkpoint, log_every=log_every, progress=progress, desc=desc)
+                 checkpoint=checkpoint, log_every=log_every, validate=validate, validate_every=validate_every,
+                 progress=progress, desc=desc)

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .inner_loop import LossFn, Params, Tasks, TaskSampler, adapt, check_inner_loop
-from .train import TrainResult, train
+from .train import TrainResult, ValidateFn, train
 
 
 def reptile_direction(model: nn.Module, tasks: Tasks, *, inner_steps: int, inner_lr: float,
@@ -65,13 +65,14 @@ def joint_gradient(model: nn.Module, tasks: Tasks, loss_fn: LossFn = F.cross_ent
 def train_reptile(model: nn.Module, sampler: TaskSampler, steps: int, *, tasks: int = 5, inner_steps: int = 5,
                   inner_lr: float = 1e-3, inner_batch: int | None = None, lr: float = 1.0, anneal: bool = True,
                   halve_lr_every: int = 0, outer: str = "sgd", regression: bool = False, seed: int,
-                  checkpoint: Path | None = None, log_every: int = 50, progress: bool = True,
-                  desc: str = "reptile") -> TrainResult:
+                  checkpoint: Path | None = None, log_every: int = 50, validate: ValidateFn | None = None,
+                  validate_every: int = 0, progress: bool = True, desc: str = "reptile") -> TrainResult:
     """``steps`` Reptile updates θ ← θ + ε (1/n) Σ (θ̃ − θ) on batches of ``tasks`` tasks (cross-entropy, MSE if
     ``regression``); ε = ``lr``, annealed linearly to 0 when ``anneal`` (as in Nichol et al.), else halved every
     ``halve_lr_every`` steps (0: constant). ``inner_batch``: see :func:`reptile_direction`. ``outer="adam"`` feeds
     θ − θ̃ to Adam as a gradient instead (Nichol et al. §3), the outer optimizer of
-    :func:`metalearn.meta_train.train_maml`."""
+    :func:`metalearn.meta_train.train_maml`. ``validate`` / ``validate_every``: model selection on validation tasks,
+    see :func:`metalearn.train.train`."""
     check_inner_loop(model, inner_steps, inner_lr, None)
     if inner_steps < 1:
         raise ValueError("Reptile needs inner_steps >= 1 (with 0 it does not move)")
@@ -94,4 +95,5 @@ def train_reptile(model: nn.Module, sampler: TaskSampler, steps: int, *, tasks: 
         return surrogate, {}
 
     return train(model, step_loss, lambda step, g: sampler.sample(tasks, g), steps, opt, seed=seed, scheduler=sched,
-                 checkpoint=checkpoint, log_every=log_every, progress=progress, desc=desc)
+                 checkpoint=checkpoint, log_every=log_every, validate=validate, validate_every=validate_every,
+                 progress=progress, desc=desc)
