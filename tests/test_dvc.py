@@ -84,7 +84,13 @@ def test_metric_chapters_pair_with_the_baseline_episodes_chapter_00_writes() -> 
             assert inspect_notebook(str(nb))["baseline_episodes"]["default"] == '"../scratch/episodes/00_background.csv"'
             assert yaml.safe_load((ROOT / "params.yaml").read_text())[params_section(nb.stem)]["baseline_episodes"] \
                 == f"../{episodes}"
-    assert {"models/09_maml", "reports/rows/09_maml.csv"} <= set(_paths(STAGES["12_anil"]["deps"]))
+
+
+def test_gradient_chapters_depend_on_the_models_they_pair_with() -> None:
+    """10 and 12 score chapter 09's MAML models on their own test episodes, 11 chapter 10's FOMAML models."""
+    pairs = {"10_fomaml": "models/09_maml", "12_anil": "models/09_maml", "11_reptile": "models/10_fomaml"}
+    for stage, models in pairs.items():
+        assert models in _paths(STAGES[stage]["deps"]), stage
 
 
 def _dvc(*args: str) -> list[str]:
