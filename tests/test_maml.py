@@ -16,7 +16,14 @@ from metalearn.maml import Adapted, meta_loss
 from metalearn.maml_benchmark import IMPLEMENTATIONS, check_gradients, compare, step_flops
 from metalearn.meta_train import train_maml
 from metalearn.models import Classifier, conv4_for
-from metalearn.regression import SinusoidSampler, adapted_mse, sinusoid_eval_tasks, sinusoid_mlp, task_mse
+from metalearn.regression import (
+    SinusoidSampler,
+    adapted_mse,
+    choose_inner_lr,
+    sinusoid_eval_tasks,
+    sinusoid_mlp,
+    task_mse,
+)
 from metalearn.reptile import joint_gradient, reptile_direction, train_reptile
 from metalearn.strided_conv4 import StridedConv4
 from torch import nn
@@ -315,6 +322,22 @@ def test_per_task_sinusoid_mse_averages_to_adapted_mse() -> None:
         assert mse[7, 5] == F.mse_loss(functional_call(model, five, (tasks.query_x[7],)), tasks.query_y[7]).item()
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
 
+
+def test_inner_lr_chosen_on_training_tasks_avoids_a_diverging_step_size() -> None:
+    """A step size far past SGD's stability bound blows up tasks; the choice on training tasks is the one with the
+    lowest mean MSE after the last step, and its record is task_mse's on those tasks."""
+    torch.manual_seed(0)
+    model = sinusoid_mlp()
+    chosen, table = choose_inner_lr(model, [0.01, 0.3], shots=5, steps=10, tasks=20, seed=11)
+    by_lr = {r["inner lr"]: r for r in table}
+    assert chosen == 0.01
+    assert by_lr[0.3]["diverged"] > 0 and by_lr[0.3]["mean"] > 10 * by_lr[0.01]["mean"]
+    mse = task_mse(model, sinusoid_eval_tasks(5, 20, seed=11), 10, inner_lr=0.01)
+    assert by_lr[0.01]["mean"] == pytest.approx(mse[:, -1].mean(), rel=1e-12)
+    with pytest.raises(ValueError, match="step sizes > 0"):
+        choose_inner_lr(model, [], shots=5, steps=10, seed=11)
+
+
 def test_reptile_learns_an_initialisation_that_adapts_on_sinusoids() -> None:
     torch.manual_seed(0)
     model = sinusoid_mlp()
@@ -325,17 +348,19 @@ def test_reptile_learns_an_initialisation_that_adapts_on_sinusoids() -> None:
     assert after < 0.5 * before
 
 
+@pytest.mark.parametrize("conv", ["grouped", "matmul"])
 @pytest.mark.parametrize("inner_steps, first_order, anil", [(1, False, False), (2, False, False), (2, True, False),
                                                             (2, False, True)])
-def test_task_batched_step_equals_the_per_task_loop(inner_steps: int, first_order: bool, anil: bool) -> None:
-    """Grouped convolutions and per-(task, channel) BatchNorm give the loop's meta-gradients (float64), and the
-    tasks' average running statistics."""
+def test_task_batched_step_equals_the_per_task_loop(inner_steps: int, first_order: bool, anil: bool,
+                                                    conv: str) -> None:
+    """Grouped convolutions (or patches times filter matrices) and per-(task, channel) BatchNorm give the loop's
+    meta-gradients (float64), and the tasks' average running statistics."""
     model, ep = conv_net(), episode(6)
     kw = dict(inner_steps=inner_steps, inner_lr=0.4, first_order=first_order, names=head_names(model) if anil else None)
     loop_model = copy.deepcopy(model)
     want = ours(loop_model, ep, **kw)
     model.zero_grad()
-    loss, out = batched_meta_loss(model, ep, **kw)
+    loss, out = batched_meta_loss(model, ep, conv=conv, **kw)
     loss.backward()
     assert out.shape == (TASKS, WAYS * QUERIES, WAYS)
     assert max_rel_error({n: p.grad for n, p in model.named_parameters()}, want) < 1e-10
@@ -356,10 +381,12 @@ def test_strided_conv4_is_finns_backbone_and_the_fast_steps_support_it() -> None
     model, ep = Classifier(StridedConv4(1, 8), WAYS).double(), episode(6)
     kw = dict(inner_steps=2, inner_lr=0.4, names=without_norms(model))
     want = ours(copy.deepcopy(model), ep, **kw)
-    for step in (batched_meta_loss, partial(parallel_meta_loss, workers=2)):
+    for step in (batched_meta_loss, partial(batched_meta_loss, conv="matmul"), partial(parallel_meta_loss, workers=2)):
         model.zero_grad()
         step(model, ep, **kw)[0].backward()
         assert max_rel_error({n: p.grad for n, p in model.named_parameters()}, want) < 1e-10
+    with pytest.raises(ValueError, match="conv must be one of"):
+        batched_meta_loss(model, ep, conv="fft", **kw)
     with pytest.raises(ValueError, match="AdaptiveAvgPool2d"):
         batched_meta_loss(nn.Sequential(nn.Conv2d(1, 2, 3), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(8, 5)),
                           ep, **(kw | {"names": None}))

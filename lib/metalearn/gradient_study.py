@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .episodes import ClassDataset, Episode, EpisodeSampler
-from .evaluate import EvalResult, Validation, evaluate
+from .evaluate import EvalResult, PairedDifference, Validation, evaluate, paired_difference
 from .inner_loop import head_names, without_norms
 from .maml import Adapted, adapted_predictor
 from .meta_train import train_maml
@@ -69,6 +69,32 @@ def meta_setups(settings: Mapping[str, Mapping[str, Any]]) -> dict[Setting, Meta
         for shots in (1, 5):
             setups[(name[1], int(name[2]), shots)] = setup
     return setups
+
+
+def setting_label(key: Setting) -> str:
+    """``"omniglot 5w1s"``: how the notebooks' parameters name a setting."""
+    dataset, ways, shots = key
+    return f"{dataset} {ways}w{shots}s"
+
+
+def with_steps(setups: Mapping[Setting, MetaSetup], steps: Mapping[str, int]) -> dict[Setting, MetaSetup]:
+    """The settings that ``steps`` names (``{"omniglot 5w1s": 1800}``, see :func:`setting_label`) with that many
+    meta-steps: a second model of a setting, matched to another method's seconds or meta-steps."""
+    unknown = sorted(set(steps) - {setting_label(k) for k in setups})
+    if unknown:
+        raise ValueError(f"no setting {unknown}; the settings are {[setting_label(k) for k in setups]}")
+    return {k: replace(s, steps=steps[setting_label(k)]) for k, s in setups.items() if setting_label(k) in steps}
+
+
+def paired_by_setting(ours: Mapping[Setting, EvalResult], reference: Mapping[Setting, EvalResult],
+                      ) -> dict[Setting, PairedDifference]:
+    """Ours − reference on the same test episodes, for each of our settings."""
+    return {k: paired_difference(r, reference[k]) for k, r in ours.items()}
+
+
+def difference_column(differences: Mapping[Setting, PairedDifference], keys: Sequence[Setting]) -> list[str]:
+    """A table column: ``"+1.23 ± 0.45"`` for each of ``keys``, ``"–"`` where ``differences`` has none."""
+    return [f"{differences[k].mean:+.2f} ± {differences[k].ci95:.2f}" if k in differences else "–" for k in keys]
 
 
 INNER = ("no_norms", "all", "head")  # what the inner loop adapts: Finn's (all but BatchNorm), everything, ANIL's head
@@ -211,6 +237,7 @@ def reptile_inner_lr_search(setups: Mapping[Setting, MetaSetup], train_sets: dic
     grid = pd.DataFrame(records)
     best = grid.loc[grid.groupby("dataset")["validation accuracy"].idxmax()].set_index("dataset")["inner lr"]
     return grid, {k: replace(s, inner_lr=float(best[k[0]])) if k[0] in best else s for k, s in setups.items()}
+
 
 def result_rows(notebook: str, res: Mapping[str, Mapping[Setting, EvalResult]], seconds: Mapping[Setting, float],
                 **common: object) -> list[dict]:
