@@ -9,13 +9,18 @@ import pytest
 from metalearn import results
 from metalearn.gradient_study import (
     Selection,
+    difference_column,
     evaluate_adapted,
     fit_meta_models,
     fit_reptile,
     inner_names,
     meta_setups,
+    paired_by_setting,
+    protocol_queries,
     reptile_inner_lr_search,
     result_rows,
+    setting_label,
+    with_steps,
 )
 from metalearn.strided_conv4 import StridedConv4
 
@@ -47,6 +52,16 @@ def test_shared_models_evaluation_and_rows(omniglot_train, omniglot_test, tmp_pa
     assert list(curves.setting.unique()) == ["20w1s"]
     res = evaluate_adapted("maml", models, setups, {"omniglot": omniglot_test}, episodes=3, seed=0)
     assert set(res) == {"maml", "maml_transductive"} and all(r.n == 3 for m in res.values() for r in m.values())
+    # Nichol's evaluation: one query per class (20 per episode); the transductive rows: K = 5 per class (100)
+    nichol, transductive = res["maml"][("omniglot", 20, 5)], res["maml_transductive"][("omniglot", 20, 5)]
+    assert all(abs(a * 20 / 100 - round(a * 20 / 100)) < 1e-6 for a in nichol.per_episode)
+    assert protocol_queries(setups[("omniglot", 20, 5)], 5, "nichol") == 1
+    assert protocol_queries(setups[("omniglot", 20, 5)], 5, "transductive") == 5
+    again = evaluate_adapted("other", models, setups, {"omniglot": omniglot_test}, episodes=3, seed=0)
+    same = paired_by_setting(again["other_transductive"], res["maml_transductive"])
+    assert all(d.mean == 0 and d.n == 3 for d in same.values())  # the same model on the same episodes
+    assert difference_column(same, [("omniglot", 20, 1), ("omniglot", 5, 1)]) == ["+0.00 ± 0.00", "–"]
+    assert transductive.n == 3
     rows = result_rows("t", res, seconds, scale="smoke", device="cpu", seed=0)
     assert len(rows) == 4 and {r["method"] for r in rows} == {"maml", "maml_transductive"}
     rows_file, metrics_file, *_ = results.write_metrics("t", rows, tmp_path, curves=curves)
@@ -87,3 +102,13 @@ def test_papers_backbone_inner_loop_and_selection_on_validation_classes(omniglot
     assert inner_names(model, "all") is None and inner_names(model, "head") == ["head.weight", "head.bias"]
     with pytest.raises(ValueError, match="inner must be one of"):
         fit_meta_models("maml", setups, {"omniglot": omniglot_train}, notebook="t", seed=0, inner="body")
+
+
+def test_settings_named_by_label_get_their_own_budget() -> None:
+    setups = meta_setups(SETTINGS)
+    assert setting_label(("omniglot", 20, 5)) == "omniglot 20w5s"
+    timed = with_steps(setups, {"omniglot 5w1s": 7, "cifar_fs 5w5s": 3})
+    assert list(timed) == [("omniglot", 5, 1), ("cifar_fs", 5, 5)]
+    assert timed[("omniglot", 5, 1)].steps == 7 and timed[("cifar_fs", 5, 5)].inner_lr == 0.01
+    with pytest.raises(ValueError, match="no setting \\['omniglot 5w2s'\\]"):
+        with_steps(setups, {"omniglot 5w2s": 7})

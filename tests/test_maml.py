@@ -348,19 +348,17 @@ def test_reptile_learns_an_initialisation_that_adapts_on_sinusoids() -> None:
     assert after < 0.5 * before
 
 
-@pytest.mark.parametrize("conv", ["grouped", "matmul"])
 @pytest.mark.parametrize("inner_steps, first_order, anil", [(1, False, False), (2, False, False), (2, True, False),
                                                             (2, False, True)])
-def test_task_batched_step_equals_the_per_task_loop(inner_steps: int, first_order: bool, anil: bool,
-                                                    conv: str) -> None:
-    """Grouped convolutions (or patches times filter matrices) and per-(task, channel) BatchNorm give the loop's
-    meta-gradients (float64), and the tasks' average running statistics."""
+def test_task_batched_step_equals_the_per_task_loop(inner_steps: int, first_order: bool, anil: bool) -> None:
+    """Grouped convolutions and per-(task, channel) BatchNorm give the loop's meta-gradients (float64), and the
+    tasks' average running statistics."""
     model, ep = conv_net(), episode(6)
     kw = dict(inner_steps=inner_steps, inner_lr=0.4, first_order=first_order, names=head_names(model) if anil else None)
     loop_model = copy.deepcopy(model)
     want = ours(loop_model, ep, **kw)
     model.zero_grad()
-    loss, out = batched_meta_loss(model, ep, conv=conv, **kw)
+    loss, out = batched_meta_loss(model, ep, **kw)
     loss.backward()
     assert out.shape == (TASKS, WAYS * QUERIES, WAYS)
     assert max_rel_error({n: p.grad for n, p in model.named_parameters()}, want) < 1e-10
@@ -381,12 +379,10 @@ def test_strided_conv4_is_finns_backbone_and_the_fast_steps_support_it() -> None
     model, ep = Classifier(StridedConv4(1, 8), WAYS).double(), episode(6)
     kw = dict(inner_steps=2, inner_lr=0.4, names=without_norms(model))
     want = ours(copy.deepcopy(model), ep, **kw)
-    for step in (batched_meta_loss, partial(batched_meta_loss, conv="matmul"), partial(parallel_meta_loss, workers=2)):
+    for step in (batched_meta_loss, partial(parallel_meta_loss, workers=2)):
         model.zero_grad()
         step(model, ep, **kw)[0].backward()
         assert max_rel_error({n: p.grad for n, p in model.named_parameters()}, want) < 1e-10
-    with pytest.raises(ValueError, match="conv must be one of"):
-        batched_meta_loss(model, ep, conv="fft", **kw)
     with pytest.raises(ValueError, match="AdaptiveAvgPool2d"):
         batched_meta_loss(nn.Sequential(nn.Conv2d(1, 2, 3), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(8, 5)),
                           ep, **(kw | {"names": None}))

@@ -40,43 +40,15 @@ def layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return leaves
 
 
-CONVS = ("grouped", "matmul")
-
-
-def conv_as_matmul(h: Tensor, weight: Tensor, bias: Tensor | None, m: nn.Conv2d) -> Tensor:
-    """Each task's convolution as one batched matrix product over the tasks: ``h [N, T·C, H, W]`` (task-major
-    channels), ``weight [T, C', C, k, k]``, ``bias [T, C']`` -> ``[N, T·C', H', W']``. The image patches are
-    unfolded once (im2col, ``[N, T, C·k·k, H'·W']``) and multiplied by each task's ``[C', C·k·k]`` filter matrix:
-    the same sums as the grouped convolution, but as large matrix products (and their backward and double-backward
-    passes too), which a CPU's BLAS runs much faster than many small convolutions."""
-    n, t = h.shape[0], weight.shape[0]
-    size = h.shape[-2:]
-    cols = F.unfold(h.reshape(n * t, -1, *size), m.kernel_size, m.dilation, m.padding, m.stride)
-    # one product per task over all its images' patches: [T, C', C·k·k] x [T, C·k·k, N·H'·W']
-    out = torch.einsum("tok,ntkl->ntol", weight.flatten(2), cols.view(n, t, *cols.shape[1:]))  # [N, T, C', H'·W']
-    if bias is not None:
-        out = out + bias[None, :, :, None]
-    h_out, w_out = (
-        (size[i] + 2 * m.padding[i] - m.dilation[i] * (m.kernel_size[i] - 1) - 1) // m.stride[i] + 1 for i in (0, 1))
-    return out.reshape(n, -1, h_out, w_out)
-
-
-def batched_forward(model: nn.Module, params: Params, x: Tensor, update_stats: bool = True,
-                    conv: str = "grouped") -> Tensor:
+def batched_forward(model: nn.Module, params: Params, x: Tensor, update_stats: bool = True) -> Tensor:
     """The model's layers applied to each task's images with that task's weights:
     ``params`` ``{name: [T, *shape]}``, ``x [T, N, ...]`` -> outputs ``[T, N, ...]``. In training mode BatchNorm
-    uses each task's batch statistics and (``update_stats``) moves the running statistics by the tasks' average.
-    ``conv``: each convolution as one grouped convolution (``"grouped"``) or as patches times filter matrices
-    (``"matmul"``, :func:`conv_as_matmul`); the same numbers either way."""
-    if conv not in CONVS:
-        raise ValueError(f"conv must be one of {CONVS}, got {conv!r}")
+    uses each task's batch statistics and (``update_stats``) moves the running statistics by the tasks' average."""
     t, n = x.shape[:2]
     h = x.transpose(0, 1).reshape(n, t * x.shape[2], *x.shape[3:]) if x.ndim == 5 else x  # [N, T*C, H, W]
     for name, m in layers(model):
         p = {k: params[f"{name}.{k}" if name else k] for k, _ in m.named_parameters()}
-        if isinstance(m, nn.Conv2d) and conv == "matmul":
-            h = conv_as_matmul(h, p["weight"], p.get("bias"), m)
-        elif isinstance(m, nn.Conv2d):
+        if isinstance(m, nn.Conv2d):
             h = F.conv2d(h, p["weight"].flatten(0, 1), p["bias"].flatten() if "bias" in p else None,
                          m.stride, m.padding, m.dilation, groups=t)
         elif isinstance(m, nn.BatchNorm2d):
@@ -105,13 +77,9 @@ def batched_forward(model: nn.Module, params: Params, x: Tensor, update_stats: b
 
 
 def batched_meta_loss(model: nn.Module, tasks: Tasks, *, inner_steps: int, inner_lr: float, first_order: bool = False,
-                      names: list[str] | None = None, loss_fn: LossFn = F.cross_entropy,
-                      conv: str = "grouped") -> tuple[Tensor, Tensor]:
-    """The same objective and gradients as :func:`metalearn.maml.meta_loss`, computed for all tasks at once
-    (``conv``: see :func:`batched_forward`)."""
+                      names: list[str] | None = None, loss_fn: LossFn = F.cross_entropy) -> tuple[Tensor, Tensor]:
+    """The same objective and gradients as :func:`metalearn.maml.meta_loss`, computed for all tasks at once."""
     names = check_inner_loop(model, inner_steps, inner_lr, names)
-    if conv not in CONVS:
-        raise ValueError(f"conv must be one of {CONVS}, got {conv!r}")
     t = tasks.support_x.shape[0]
     theta = dict(model.named_parameters())
     # adapted parameters get a task dimension; the others are shared by every task (expand: no copy)
@@ -121,10 +89,10 @@ def batched_meta_loss(model: nn.Module, tasks: Tasks, *, inner_steps: int, inner
         return loss_fn(out.flatten(0, 1), y.flatten(0, 1)) * t
 
     for _ in range(inner_steps):
-        loss = task_losses(batched_forward(model, params, tasks.support_x, conv=conv), tasks.support_y)
+        loss = task_losses(batched_forward(model, params, tasks.support_x), tasks.support_y)
         grads = torch.autograd.grad(loss, [params[n] for n in names], create_graph=not first_order)
         params = {**params, **{n: params[n] - inner_lr * g for n, g in zip(names, grads, strict=True)}}
-    out = batched_forward(model, params, tasks.query_x, conv=conv)
+    out = batched_forward(model, params, tasks.query_x)
     return task_losses(out, tasks.query_y) / t, out
 
 

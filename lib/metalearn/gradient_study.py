@@ -118,11 +118,21 @@ def backbone(dataset: str, image_shape: tuple[int, int, int]) -> nn.Module:
     raise ValueError(f"no gradient-based backbone for data set {dataset!r}; known: omniglot, cifar_fs")
 
 
+NICHOL_QUERIES = 1  # Nichol et al.'s evaluation: one query per class, each its own forward pass with the support set
+
+
+def protocol_queries(setup: MetaSetup, shots: int, protocol: str) -> int:
+    """Query examples per class of a test or validation episode scored under a BatchNorm ``protocol``: one under
+    ``"nichol"`` (Nichol et al.'s evaluation; each query costs a forward pass of the whole support set), else the
+    setup's ``test_queries`` (K, the shots, if None: Finn et al.'s Omniglot code)."""
+    return NICHOL_QUERIES if protocol == "nichol" else (setup.test_queries or shots)
+
+
 @dataclass(frozen=True)
 class Selection:
     """Model selection on validation classes: every ``every`` meta-steps, the accuracy after adaptation (the setup's
     test-time inner loop, BatchNorm ``protocol``) on ``episodes`` fixed episodes of ``val_sets[dataset]`` with the
-    model's ways and training shots and the setup's ``test_queries`` per class; the run ends with its best check."""
+    model's ways and training shots and :func:`protocol_queries` per class; the run ends with its best check."""
 
     val_sets: Mapping[str, ClassDataset]
     episodes: int
@@ -155,7 +165,8 @@ def fit_meta_models(method: str, setups: dict[Setting, MetaSetup], train_sets: d
             kwargs = dict(names=names) if names is not None else {}
             validation = None
             if selection is not None:
-                val_sampler = EpisodeSampler(selection.val_sets[dataset], ways, key[2], s.test_queries or key[2])
+                val_sampler = EpisodeSampler(selection.val_sets[dataset], ways, key[2],
+                                             protocol_queries(s, key[2], selection.protocol))
                 validation = Validation(val_sampler,
                                         adapted_predictor(inner_steps=s.test_inner_steps, inner_lr=s.inner_lr,
                                                           names=names, protocol=selection.protocol),
@@ -175,24 +186,22 @@ def evaluate_adapted(method: str, models: Mapping[Setting, torch.nn.Module], set
                      test_sets: Mapping[str, ClassDataset], *, episodes: int, seed: int,
                      inner: str = "no_norms") -> dict[str, dict[Setting, EvalResult]]:
     """Each model adapted on the support set of each of ``episodes`` seeded test episodes (its setup's
-    ``test_inner_steps`` SGD steps of the ``inner`` parameters, see :func:`inner_names`), then scored on its
-    ``test_queries`` queries per class (K, the shots, if None) under both BatchNorm protocols from the same
-    adaptation: ``method`` (Nichol et al.'s non-transductive protocol, each query normalised with the support set
-    plus itself) and ``f"{method}_transductive"`` (the query batch's statistics, Finn et al.'s)."""
-    names = {method: "nichol", f"{method}_transductive": "transductive"}
-    res: dict[str, dict[Setting, EvalResult]] = {name: {} for name in names}
+    ``test_inner_steps`` SGD steps of the ``inner`` parameters, see :func:`inner_names`), then scored under both
+    BatchNorm protocols, each on its own episodes (:func:`protocol_queries` per class): ``method`` (Nichol et al.'s
+    non-transductive protocol and evaluation: one query per class, normalised with the support set plus itself) and
+    ``f"{method}_transductive"`` (the setup's ``test_queries`` per class, K if None, normalised with the query batch's
+    statistics: Finn et al.'s). Every method scored with the same setups and seed sees the same episodes."""
+    res: dict[str, dict[Setting, EvalResult]] = {method: {}, f"{method}_transductive": {}}
     for (dataset, ways, shots), model in models.items():
         s = setups[(dataset, ways, shots)]
         learner = Adapted(model, inner_steps=s.test_inner_steps, inner_lr=s.inner_lr, names=inner_names(model, inner))
+        for name, protocol in ((method, "nichol"), (f"{method}_transductive", "transductive")):
 
-        def predict(ep: Episode, learner: Adapted = learner) -> dict[str, torch.Tensor]:
-            outs = learner.outputs(ep.support_x, ep.support_y, ep.query_x, tuple(names.values()))
-            return {name: out.argmax(-1) for name, out in zip(names, outs, strict=True)}
+            def predict(ep: Episode, learner: Adapted = learner, protocol: str = protocol) -> torch.Tensor:
+                return learner.outputs(ep.support_x, ep.support_y, ep.query_x, (protocol,))[0].argmax(-1)
 
-        sampler = EpisodeSampler(test_sets[dataset], ways, shots, s.test_queries or shots)
-        scores = evaluate(predict, sampler, episodes=episodes, seed=seed)
-        for name in names:
-            res[name][(dataset, ways, shots)] = scores[name]
+            sampler = EpisodeSampler(test_sets[dataset], ways, shots, protocol_queries(s, shots, protocol))
+            res[name][(dataset, ways, shots)] = evaluate(predict, sampler, episodes=episodes, seed=seed)
     return res
 
 
