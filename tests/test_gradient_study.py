@@ -10,6 +10,7 @@ from metalearn import results
 from metalearn.gradient_study import (
     Selection,
     difference_column,
+    equal_time,
     evaluate_adapted,
     fit_meta_models,
     fit_reptile,
@@ -112,3 +113,18 @@ def test_settings_named_by_label_get_their_own_budget() -> None:
     assert timed[("omniglot", 5, 1)].steps == 7 and timed[("cifar_fs", 5, 5)].inner_lr == 0.01
     with pytest.raises(ValueError, match="no setting \\['omniglot 5w2s'\\]"):
         with_steps(setups, {"omniglot 5w2s": 7})
+
+
+def test_equal_time_scales_the_budget_by_the_measured_pace() -> None:
+    setups = meta_setups(SETTINGS)
+    one, five = ("omniglot", 5, 1), ("cifar_fs", 5, 5)
+    seconds = {k: 10.0 for k in setups}
+    target = {k: 35.0 for k in setups}
+    timed = equal_time(setups, ["omniglot 5w1s", "cifar_fs 5w5s"], seconds, target)
+    assert list(timed) == [one, five]
+    assert timed[one].steps == round(setups[one].steps * 3.5) and timed[five].steps == round(setups[five].steps * 3.5)
+    assert equal_time(setups, [], seconds, target) == {}
+    with pytest.raises(ValueError, match="no setting \\['omniglot 5w2s'\\]"):
+        equal_time(setups, ["omniglot 5w2s"], seconds, target)
+    with pytest.raises(ValueError, match="omniglot 5w1s: no training time to match"):
+        equal_time(setups, ["omniglot 5w1s"], seconds | {one: 0.0}, target)

@@ -86,6 +86,24 @@ def with_steps(setups: Mapping[Setting, MetaSetup], steps: Mapping[str, int]) ->
     return {k: replace(s, steps=steps[setting_label(k)]) for k, s in setups.items() if setting_label(k) in steps}
 
 
+def equal_time(setups: Mapping[Setting, MetaSetup], labels: Sequence[str], seconds: Mapping[Setting, float],
+               target_seconds: Mapping[Setting, float]) -> dict[Setting, MetaSetup]:
+    """The settings that ``labels`` name (see :func:`setting_label`), with as many meta-steps as take
+    ``target_seconds`` (another method's training time) at the pace measured in ``seconds`` for ``setups``:
+    steps x target / seconds, validation checks included."""
+    named = {setting_label(k): k for k in setups}
+    unknown = sorted(set(labels) - set(named))
+    if unknown:
+        raise ValueError(f"no setting {unknown}; the settings are {sorted(named)}")
+    steps = {}
+    for label in labels:
+        k = named[label]
+        if not (seconds[k] > 0 and target_seconds[k] > 0):
+            raise ValueError(f"{label}: no training time to match ({seconds[k]} s against {target_seconds[k]} s)")
+        steps[label] = max(1, round(setups[k].steps * target_seconds[k] / seconds[k]))
+    return with_steps(setups, steps)
+
+
 def paired_by_setting(ours: Mapping[Setting, EvalResult], reference: Mapping[Setting, EvalResult],
                       ) -> dict[Setting, PairedDifference]:
     """Ours − reference on the same test episodes, for each of our settings."""
