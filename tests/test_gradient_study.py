@@ -126,5 +126,7 @@ def test_equal_time_scales_the_budget_by_the_measured_pace() -> None:
     assert equal_time(setups, [], seconds, target) == {}
     with pytest.raises(ValueError, match="no setting \\['omniglot 5w2s'\\]"):
         equal_time(setups, ["omniglot 5w2s"], seconds, target)
-    with pytest.raises(ValueError, match="omniglot 5w1s: no training time to match"):
-        equal_time(setups, ["omniglot 5w1s"], seconds | {one: 0.0}, target)
+    assert equal_time(setups, ["omniglot 5w1s"], seconds | {one: 0.0}, target)[one].steps == round(35.0 / 0.1)
+    assert equal_time(setups, ["omniglot 5w1s"], seconds, target | {one: 0.0})[one].steps == 1
+    with pytest.raises(ValueError, match="omniglot 5w1s: training times must be seconds >= 0"):
+        equal_time(setups, ["omniglot 5w1s"], seconds | {one: float("nan")}, target)

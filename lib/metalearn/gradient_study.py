@@ -88,9 +88,10 @@ def with_steps(setups: Mapping[Setting, MetaSetup], steps: Mapping[str, int]) ->
 
 def equal_time(setups: Mapping[Setting, MetaSetup], labels: Sequence[str], seconds: Mapping[Setting, float],
                target_seconds: Mapping[Setting, float]) -> dict[Setting, MetaSetup]:
-    """The settings that ``labels`` name (see :func:`setting_label`), with as many meta-steps as take
+    """The settings that ``labels`` name (see :func:`setting_label`), with as many meta-steps (at least one) as take
     ``target_seconds`` (another method's training time) at the pace measured in ``seconds`` for ``setups``:
-    steps x target / seconds, validation checks included."""
+    steps x target / seconds, validation checks included. Training seconds are kept to 0.1 s
+    (:func:`metalearn.study.fit`), so a run faster than that counts as 0.1 s."""
     named = {setting_label(k): k for k in setups}
     unknown = sorted(set(labels) - set(named))
     if unknown:
@@ -98,9 +99,9 @@ def equal_time(setups: Mapping[Setting, MetaSetup], labels: Sequence[str], secon
     steps = {}
     for label in labels:
         k = named[label]
-        if not (seconds[k] > 0 and target_seconds[k] > 0):
-            raise ValueError(f"{label}: no training time to match ({seconds[k]} s against {target_seconds[k]} s)")
-        steps[label] = max(1, round(setups[k].steps * target_seconds[k] / seconds[k]))
+        if not (seconds[k] >= 0 and target_seconds[k] >= 0):
+            raise ValueError(f"{label}: training times must be seconds >= 0, got {seconds[k]} and {target_seconds[k]}")
+        steps[label] = max(1, round(setups[k].steps * target_seconds[k] / max(seconds[k], 0.1)))
     return with_steps(setups, steps)
 
 
