@@ -1,0 +1,99 @@
+"""Reptile's test-time rule, scored under both BatchNorm protocols from one adaptation per episode.
+
+Nichol, Achiam & Schulman (2018, code ``supervised_reptile/reptile.py``, ``evaluate``) adapt a new task with 50 SGD
+steps on *minibatches* of its support set (``--eval-batch``: 5 for Omniglot 5-way and miniImageNet 1-shot, 10 for
+20-way, 15 for miniImageNet 5-shot), cycling through it in a random order, every parameter adapting and BatchNorm
+normalising each minibatch with its own statistics. Then, for a test example x_q:
+
+    non-transductive (Nichol):  ŷ_q = f_θ'(x_q) with BatchNorm statistics of  support ∪ {x_q}
+    transductive (Finn):        ŷ_q = f_θ'(x_q) with BatchNorm statistics of the query batch
+
+The adaptation θ → θ' uses only the support set, so it is the same under both protocols: here it runs once per
+episode and both rows are scored from it, on the same episodes. The non-transductive row scores one query per class
+(the first of each class's queries, a uniform draw from its non-support images: Nichol's one per class, each costing a
+forward pass of the whole support set); the transductive row scores all the episode's queries (K per class, or the
+setup's ``test_queries``), the episodes of :func:`metalearn.gradient_study.evaluate_adapted` for the same seed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .episodes import ClassDataset, Episode, EpisodeSampler, make_generator
+from .evaluate import EvalResult, mean_ci95
+from .gradient_study import MetaSetup, Setting, inner_names, setting_label
+from .inner_loop import BN_PROTOCOLS, Params, adapt, batch_statistics, check_inner_loop, query_outputs
+from .reptile import reptile_direction
+
+
+def adapt_support(model: nn.Module, support_x: torch.Tensor, support_y: torch.Tensor, *, steps: int,
+                  inner_lr: float, names: list[str], batch: int | None) -> Params:
+    """θ' after ``steps`` SGD steps on one task's support set ``support_x [n, C, H, W]``, ``support_y [n]``
+    (BatchNorm: each step's batch statistics; the model is not modified). ``batch=None``: every step on the whole
+    support set, only ``names`` adapting (Finn et al.'s test-time rule); else minibatches of ``batch`` examples in a
+    random order from torch's global generator, every parameter adapting (Nichol et al.'s, the inner loop of
+    :func:`~metalearn.reptile.reptile_direction` on a task whose data is the support set)."""
+    theta = {n: p.detach().requires_grad_(n in names) for n, p in model.named_parameters()}
+    with batch_statistics(model):
+        if batch is None:
+            return adapt(model, theta, support_x, support_y, steps=steps, inner_lr=inner_lr, first_order=True,
+                         names=names)
+        empty = support_y[None, :0]  # no query set: Reptile's inner loop runs on all of the task's data
+        task = Episode(support_x[None], support_y[None], support_x[None, :0], empty, classes=empty)
+        direction, _ = reptile_direction(model, task, inner_steps=steps, inner_lr=inner_lr, inner_batch=batch)
+    return {n: (theta[n] + direction[n]).detach() for n in theta}
+
+
+@torch.no_grad()
+def evaluate_protocols(method: str, models: Mapping[Setting, nn.Module], setups: Mapping[Setting, MetaSetup],
+                       test_sets: Mapping[str, ClassDataset], *, episodes: int, seed: int, inner: str = "all",
+                       eval_batch: Mapping[str, int] | None = None, protocols: Sequence[str] = BN_PROTOCOLS,
+                       tasks_per_batch: int = 50) -> dict[str, dict[Setting, EvalResult]]:
+    """Each model adapted once on the support set of each of ``episodes`` seeded test episodes (its setup's
+    ``test_inner_steps`` steps at its ``inner_lr``, see :func:`adapt_support`; minibatches of
+    ``eval_batch[setting_label(setting)]`` examples for the settings it names, which needs ``inner="all"``; else
+    full-batch steps of the ``inner`` parameters, see :func:`~metalearn.gradient_study.inner_names`), then scored
+    under each of ``protocols``: ``"nichol"`` as ``method`` (one query per class) and ``"transductive"`` as
+    ``f"{method}_transductive"`` (all queries).
+    Models scored with the same setups' ways, shots and queries and the same seed see the same episodes; the
+    minibatch order is seeded with ``seed`` per setting."""
+    eval_batch = dict(eval_batch or {})
+    labels = {setting_label(k) for k in models}
+    unknown = sorted(set(eval_batch) - labels)
+    if episodes < 2 or unknown or any(b < 1 for b in eval_batch.values()):
+        raise ValueError(f"need episodes >= 2 and eval_batch sizes >= 1 for settings among {sorted(labels)}, got "
+                         f"episodes={episodes}, eval_batch={eval_batch}")
+    if not protocols or set(protocols) - set(BN_PROTOCOLS):
+        raise ValueError(f"protocols must be among {BN_PROTOCOLS}, got {protocols}")
+    if eval_batch and inner != "all":
+        raise ValueError(f"minibatch adaptation (eval_batch) adapts every parameter, as Nichol et al.'s; got "
+                         f"inner={inner!r}: use inner='all' or no eval_batch")
+    rows = [(name, protocol) for name, protocol in ((method, "nichol"), (f"{method}_transductive", "transductive"))
+            if protocol in protocols]
+    res: dict[str, dict[Setting, EvalResult]] = {name: {} for name, _ in rows}
+    for key, model in models.items():
+        (dataset, ways, shots), s = key, setups[key]
+        names = check_inner_loop(model, s.test_inner_steps, s.inner_lr, inner_names(model, inner))
+        batch = eval_batch.get(setting_label(key))
+        sampler = EpisodeSampler(test_sets[dataset], ways, shots, s.test_queries or shots)
+        first = torch.arange(ways, device=sampler.dataset.device) * sampler.queries  # one query per class
+        g = make_generator(seed, sampler.dataset.device)
+        torch.manual_seed(seed)
+        accs: dict[str, list[float]] = {name: [] for name in res}
+        for lo in range(0, episodes, tasks_per_batch):
+            ep = sampler.sample(min(tasks_per_batch, episodes - lo), g)
+            for sx, sy, qx, qy in zip(ep.support_x, ep.support_y, ep.query_x, ep.query_y, strict=True):
+                adapted = adapt_support(model, sx, sy, steps=s.test_inner_steps, inner_lr=s.inner_lr, names=names,
+                                        batch=batch)
+                for name, protocol in rows:
+                    idx = first if protocol == "nichol" else slice(None)
+                    pred = query_outputs(model, adapted, sx, qx[idx], protocol).argmax(-1)
+                    accs[name].append((pred == qy[idx]).float().mean().item() * 100)
+        for name, values in accs.items():
+            per_episode = np.asarray(values)
+            res[name][key] = EvalResult(*mean_ci95(per_episode), episodes, per_episode)
+    return res
