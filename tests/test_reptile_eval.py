@@ -68,3 +68,13 @@ def test_bad_arguments_are_refused_before_work(omniglot_test, kwargs) -> None:
     args = dict(episodes=2, seed=0) | kwargs
     with pytest.raises(ValueError, match="eval_batch|episodes|protocols"):
         evaluate_protocols("r", {KEY: _model(omniglot_test)}, SETUPS, {"omniglot": omniglot_test}, **args)
+
+
+def test_minibatch_adaptation_refuses_a_partial_names_list(omniglot_test) -> None:
+    """Nichol et al.'s minibatch rule adapts every parameter: a names list that freezes some is an error, not
+    silently ignored."""
+    model = _model(omniglot_test)
+    ep = EpisodeSampler(omniglot_test, 5, 1, 1).sample(1, make_generator(0, omniglot_test.device))
+    head = [n for n, _ in model.named_parameters() if n.startswith("head")]
+    with pytest.raises(ValueError, match="adapts every parameter.*head|batch=None"):
+        adapt_support(model, ep.support_x[0], ep.support_y[0], steps=1, inner_lr=0.1, names=head, batch=5)

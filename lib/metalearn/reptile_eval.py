@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -38,6 +37,10 @@ def adapt_support(model: nn.Module, support_x: torch.Tensor, support_y: torch.Te
     random order from torch's global generator, every parameter adapting (Nichol et al.'s, the inner loop of
     :func:`~metalearn.reptile.reptile_direction` on a task whose data is the support set)."""
     theta = {n: p.detach().requires_grad_(n in names) for n, p in model.named_parameters()}
+    if batch is not None and set(names) != set(theta):
+        frozen = sorted(set(theta) - set(names))
+        raise ValueError(f"minibatch adaptation (batch={batch}) adapts every parameter, as Nichol et al.'s; names "
+                         f"leaves out {frozen}: pass every parameter name or batch=None")
     with batch_statistics(model):
         if batch is None:
             return adapt(model, theta, support_x, support_y, steps=steps, inner_lr=inner_lr, first_order=True,
@@ -83,7 +86,7 @@ def evaluate_protocols(method: str, models: Mapping[Setting, nn.Module], setups:
         first = torch.arange(ways, device=sampler.dataset.device) * sampler.queries  # one query per class
         g = make_generator(seed, sampler.dataset.device)
         torch.manual_seed(seed)
-        accs: dict[str, list[float]] = {name: [] for name in res}
+        accs: dict[str, list[torch.Tensor]] = {name: [] for name in res}  # on the device: one sync per setting
         for lo in range(0, episodes, tasks_per_batch):
             ep = sampler.sample(min(tasks_per_batch, episodes - lo), g)
             for sx, sy, qx, qy in zip(ep.support_x, ep.support_y, ep.query_x, ep.query_y, strict=True):
@@ -92,8 +95,8 @@ def evaluate_protocols(method: str, models: Mapping[Setting, nn.Module], setups:
                 for name, protocol in rows:
                     idx = first if protocol == "nichol" else slice(None)
                     pred = query_outputs(model, adapted, sx, qx[idx], protocol).argmax(-1)
-                    accs[name].append((pred == qy[idx]).float().mean().item() * 100)
+                    accs[name].append((pred == qy[idx]).double().mean() * 100)
         for name, values in accs.items():
-            per_episode = np.asarray(values)
+            per_episode = torch.stack(values).cpu().numpy()
             res[name][key] = EvalResult(*mean_ci95(per_episode), episodes, per_episode)
     return res
