@@ -171,11 +171,10 @@ class MetaNetwork(nn.Module):
         def loss(weights: Weights, x: Tensor, y: Tensor) -> Tensor:
             return F.cross_entropy(self.rep(x, slow=weights) @ head.T, y)
 
-        names = self.rep.augmented
+        names, chunks = self.rep.augmented, min(self.chunks, len(support_x))
         with torch.enable_grad():
-            parts = [grad(loss)(slow, x, y) for x, y in zip(support_x.tensor_split(min(self.chunks, len(support_x))),
-                                                            support_y.tensor_split(min(self.chunks, len(support_x))),
-                                                            strict=True)]
+            parts = [grad(loss)(slow, x, y) for x, y in zip(support_x.tensor_split(chunks),
+                                                            support_y.tensor_split(chunks), strict=True)]
         grads = {n: torch.stack([p[n] for p in parts]) for n in names}  # [T, *shape]
         return self._generate(self.d, grads, names, 1)
 
