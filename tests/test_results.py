@@ -80,7 +80,7 @@ def test_write_read_round_trip_and_collect(tmp_path) -> None:
     paths = results.write_metrics("nb", rows, tmp_path, curves=CURVES)
     assert [p.relative_to(tmp_path).as_posix() for p in paths] == ["rows/nb.csv", "metrics/nb.json", "curves/nb.csv",
                                                                    "curves/nb_validation.csv"]
-    assert paths[0].read_text().splitlines()[1].startswith("nb,protonet,,,omniglot,5,1,,,,accuracy,98.0,0.3,600,")
+    assert paths[0].read_text().splitlines()[1].startswith("nb,protonet,,,omniglot,5,1,,,,,accuracy,98.0,0.3,600,")
     back = results.read_rows(paths[0])
     assert list(back.columns) == results.COLUMNS
     assert back.astype(object).where(back.notna(), None).to_dict("records") == rows
@@ -148,3 +148,37 @@ def test_committed_results_table():
     assert (acc.n_test >= 600).all() and (acc.ci95 > 0).all() and (acc.scale == "study").all()
     bench = table[table.metric == "episodes_per_s"].set_index("method")["value"]
     assert {"lib_sampler", "torchmeta_loader"} <= set(bench.index)
+
+
+def test_instance_rows_carry_the_presentation_in_their_own_column() -> None:
+    """Santoro et al.'s per-instance accuracies: metric instance_accuracy with the instance number, which tells the
+    rows apart in the metrics tree; an instance on any other metric, or none on this one, is refused."""
+    rows = [results.row("06_mann", "mann", "omniglot", 5, None, "instance_accuracy", v, 1.0, 1000, instance=n,
+                        scale="study", device="cpu", seed=0) for n, v in ((1, 36.0), (2, 80.5))]
+    assert [r["instance"] for r in rows] == [1, 2] and rows[0]["shots"] is None
+    tree = results.metrics_tree(rows)
+    assert tree["omniglot"]["5way"]["mann"]["instance_2"]["instance_accuracy"] == 80.5
+    for bad in (dict(metric="instance_accuracy"), dict(metric="accuracy", instance=2),
+                dict(metric="instance_accuracy", instance=0)):
+        kw = dict(metric="accuracy", instance=None) | bad
+        with pytest.raises(ValueError, match="instance"):
+            results.row("06_mann", "mann", "omniglot", 5, 1, kw["metric"], 50.0, 1.0, 1000, instance=kw["instance"],
+                        scale="study", device="cpu", seed=0)
+    with pytest.raises(ValueError, match="600 test episodes"):
+        results.row("06_mann", "mann", "omniglot", 5, None, "instance_accuracy", 50.0, 1.0, 100, instance=2,
+                    scale="study", device="cpu", seed=0)
+
+
+def test_a_rows_file_from_before_a_qualifier_existed_reads_it_as_not_applying(tmp_path) -> None:
+    """A chapter's rows written before the ``instance`` column existed still read (the column as <NA>); a file that
+    lacks any other column, or has its qualifiers out of order, is refused."""
+    path = results.write_metrics("nb", [_row(), _row(shots=5, value=99.5)], tmp_path, curves=CURVES)[0]
+    table = pd.read_csv(path, dtype=str)
+    table.drop(columns="instance").to_csv(path, index=False)
+    back = results.read_rows(path)
+    assert list(back.columns) == results.COLUMNS and back.instance.isna().all() and back.instance.dtype == "Int64"
+    assert list(back.value) == [98.0, 99.5]
+    for broken in (table.drop(columns="value"), table[[c for c in table.columns if c != "variant"] + ["variant"]]):
+        broken.to_csv(path, index=False)
+        with pytest.raises(ValueError, match="results schema"):
+            results.read_rows(path)

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 from metalearn.episodes import ClassDataset, EpisodeSampler
-from metalearn.evaluate import EvalResult, Validation
+from metalearn.evaluate import EvalResult, PairedDifference, Validation
 from metalearn.fewshot import predictor
 from metalearn.models import Conv4
 from metalearn.protonet import ProtoNet
@@ -20,6 +20,7 @@ from metalearn.study import (
     extrapolations,
     fit,
     fit_refit,
+    floor_extrapolations,
     paper_comparison,
     paper_summary,
     task_shift_results,
@@ -198,6 +199,13 @@ def test_extrapolations_only_for_missed_targets_with_a_curve():
     assert list(out["setting"]) == ["cifar_fs 5w1s"]  # 5w5s is within its target
     assert out.loc[0, "missing beyond target"] == 2.5 and out.loc[0, "x budget"] == "4"  # 2.5 / 1.25 = 2 doublings
 
+
+def test_floor_extrapolations_target_the_baseline_only_where_below_it():
+    seconds = np.array([10, 20, 40, 80, 160, 320.0])
+    curves = pd.DataFrame({"model": "m1", "seconds": seconds, "val_accuracy": 40 + 1.25 * np.log2(seconds / 10)})
+    vs = {("cifar_fs", 5, 1): PairedDifference(-2.5, 0.5, 600), ("cifar_fs", 5, 5): PairedDifference(0.4, 0.5, 600)}
+    out = floor_extrapolations(vs, curves, {("cifar_fs", 5, 1): "m1", ("cifar_fs", 5, 5): "m1"})
+    assert list(out["setting"]) == ["cifar_fs 5w1s"] and out.loc[0, "x budget"] == "4"
 
 def test_learning_curves_figure_has_both_panels():
     from metalearn.plotting import learning_curves

@@ -34,13 +34,17 @@ import pandas as pd
 from .files import atomic_path
 
 COLUMNS = ["notebook", "method", "variant", "trained_on", "dataset", "ways", "shots", "adapt_steps", "meta_batch",
-           "inner_steps", "metric", "value", "ci95", "n_test", "scale", "train_seconds", "device", "seed"]
-INT_COLUMNS = ("ways", "shots", "adapt_steps", "meta_batch", "inner_steps", "n_test", "seed")
+           "inner_steps", "instance", "metric", "value", "ci95", "n_test", "scale", "train_seconds", "device", "seed"]
+INT_COLUMNS = ("ways", "shots", "adapt_steps", "meta_batch", "inner_steps", "instance", "n_test", "seed")
 STR_COLUMNS = ("notebook", "method", "variant", "trained_on", "dataset", "metric", "scale", "device")
 # What tells apart the rows of one method in one setting: the implementation, the training set under task shift,
-# adaptation steps at test time, and the meta-batch and inner steps of a timed (or trained) meta-step.
-QUALIFIERS = ("variant", "trained_on", "adapt_steps", "meta_batch", "inner_steps")
-METRICS = {"accuracy", "mse", "roc_auc", "delta_auprc", "episodes_per_s", "seconds_per_step", "graph_mb"}
+# adaptation steps at test time, the meta-batch and inner steps of a timed (or trained) meta-step, and the
+# presentation of a class in a sequence (Santoro et al.'s per-instance accuracy).
+QUALIFIERS = ("variant", "trained_on", "adapt_steps", "meta_batch", "inner_steps", "instance")
+METRICS = {"accuracy", "instance_accuracy", "mse", "roc_auc", "delta_auprc", "episodes_per_s", "seconds_per_step",
+           "graph_mb"}
+PERCENT_METRICS = ("accuracy", "instance_accuracy", "roc_auc")
+EPISODE_METRICS = ("accuracy", "instance_accuracy")  # scored on test episodes: >= 600 of them beyond smoke scale
 DATASETS = {"omniglot", "cifar_fs", "sinusoid", "fsmol", "tox21", "sider", "muv", "toxcast"}
 SCALES = {"smoke", "study", "paper"}
 # lib (one task at a time), lib_batched / lib_parallel (fast_maml), lib_head (ANIL's body once per task), and the
@@ -83,13 +87,14 @@ def row(notebook: str, method: str, dataset: str, ways: int | None, shots: int |
         value: float, ci95: float | None = None, n_test: int | None = None, *, scale: str,
         train_seconds: float | None = None, device: str, seed: int, variant: str | None = None,
         trained_on: str | None = None, adapt_steps: int | None = None, meta_batch: int | None = None,
-        inner_steps: int | None = None) -> dict:
+        inner_steps: int | None = None, instance: int | None = None) -> dict:
     """One validated row of the results table, a dict with the keys :data:`COLUMNS` (accuracy and roc_auc in
     percent). ``method`` is a plain identifier (``maml``, ``protonet_train_5way``); what used to be written into it
     goes to its own column: ``variant`` (the implementation, one of :data:`VARIANTS`), ``trained_on`` (the data set
     the model was trained on when it is not ``dataset``: task shift), ``adapt_steps`` (SGD steps on the support set
     at test time), ``meta_batch`` and ``inner_steps`` (tasks per meta-step and inner-loop steps per task of a timed
-    or trained meta-step). ``TypeError`` on a wrong type, ``ValueError`` on a wrong value."""
+    or trained meta-step), ``instance`` (the n-th presentation of a class in a sequence: the rows of metric
+    ``instance_accuracy``, and only those). ``TypeError`` on a wrong type, ``ValueError`` on a wrong value."""
     if not isinstance(method, str) or not METHOD_ID.match(method):
         raise ValueError(f"method must be a plain identifier ({METHOD_ID.pattern}), got {method!r}; settings go to "
                          f"their own columns ({', '.join(QUALIFIERS)})")
@@ -103,18 +108,22 @@ def row(notebook: str, method: str, dataset: str, ways: int | None, shots: int |
     if _choice("trained_on", trained_on, DATASETS, optional=True) == dataset:
         raise ValueError(f"trained_on is for task shift (another data set than {dataset!r}); leave it None")
     value = _float("value", value, optional=False)
-    if metric in ("accuracy", "roc_auc") and not 0 <= value <= 100:
+    if metric in PERCENT_METRICS and not 0 <= value <= 100:
         raise ValueError(f"{metric} is a percentage in [0, 100], got {value}")
     ci95, train_seconds = _float("ci95", ci95), _float("train_seconds", train_seconds)
     if ci95 is not None and ci95 < 0:
         raise ValueError(f"ci95 must be a half-width >= 0, got {ci95}")
     ints = {name: _int(name, v) for name, v in (("ways", ways), ("shots", shots), ("adapt_steps", adapt_steps),
                                                  ("meta_batch", meta_batch), ("inner_steps", inner_steps),
-                                                 ("n_test", n_test), ("seed", seed))}
+                                                 ("instance", instance), ("n_test", n_test), ("seed", seed))}
     if ints["seed"] is None:
         raise TypeError("seed must be an int")
-    if metric == "accuracy" and scale != "smoke" and (ints["n_test"] is None or ints["n_test"] < 600):
-        raise ValueError(f"{scale}-scale accuracies need >= 600 test episodes, got n_test={n_test}")
+    instance = ints["instance"]
+    if (metric == "instance_accuracy") != (instance is not None) or (instance is not None and instance < 1):
+        raise ValueError(f"instance (the n-th presentation, >= 1) goes with the metric instance_accuracy and only with "
+                         f"it; got metric={metric!r}, instance={instance!r}")
+    if metric in EPISODE_METRICS and scale != "smoke" and (ints["n_test"] is None or ints["n_test"] < 600):
+        raise ValueError(f"{scale}-scale {metric} needs >= 600 test episodes, got n_test={n_test}")
     values = dict(notebook=notebook, method=method, variant=variant, trained_on=trained_on, dataset=dataset,
                   metric=metric, value=value, ci95=ci95, scale=scale, train_seconds=train_seconds, device=device,
                   **ints)
@@ -221,12 +230,15 @@ def read_episodes(path: Path, method: str, dataset: str, ways: int, shots: int, 
 
 def read_rows(path: Path) -> pd.DataFrame:
     """A notebook's rows file (``rows/<notebook>.csv``) as a table with the columns :data:`COLUMNS` (integers as
-    ``Int64``, gaps as ``<NA>``); ``ValueError`` if it does not follow the schema."""
+    ``Int64``, gaps as ``<NA>``); ``ValueError`` if it does not follow the schema. A qualifier column that the file
+    lacks (it was written before that qualifier existed) reads as ``<NA>``: the qualifier does not apply to its rows,
+    so adding a qualifier does not invalidate a chapter's results."""
     path = Path(path)
     table = pd.read_csv(path, dtype={**{c: "Int64" for c in INT_COLUMNS}, **{c: "str" for c in STR_COLUMNS}})
-    if list(table.columns) != COLUMNS or (table.notebook != path.stem).any():
+    present = [c for c in COLUMNS if c in table.columns or c not in QUALIFIERS]
+    if list(table.columns) != present or (table.notebook != path.stem).any():
         raise ValueError(f"{path}: rows do not follow the results schema (columns {COLUMNS}, notebook {path.stem})")
-    return table
+    return table.reindex(columns=COLUMNS).astype({c: "Int64" for c in INT_COLUMNS})
 
 
 def collect(rows_dir: Path, out_csv: Path) -> pd.DataFrame:

@@ -245,6 +245,16 @@ def extrapolations(comparison: pd.DataFrame, curves: pd.DataFrame, model_for: di
     return pd.DataFrame(rows)
 
 
+def floor_extrapolations(vs_baseline: dict[tuple[str, int, int], PairedDifference], curves: pd.DataFrame,
+                         model_for: dict[tuple[str, int, int], str], x: str = "seconds") -> pd.DataFrame:
+    """:func:`extrapolations` with chapter 00's pre-trained nearest centroid as the target (the floor): for each
+    setting whose paired difference to it (:func:`against_baseline`) is below 0, the budget the model's validation
+    curve asks for to reach it."""
+    floor = pd.DataFrame([{"dataset": d, "setting": f"{w}w{s}s", "gap": -diff.mean, "allowed gap": 0.0,
+                           "met": diff.mean >= 0} for (d, w, s), diff in vs_baseline.items()])
+    return extrapolations(floor, curves, model_for, x)
+
+
 def budget_extrapolation(curve: pd.DataFrame, gap: float, x: str = "seconds") -> dict[str, float]:
     """How much more budget a missed target asks for, from a run's validation curve.
 
