@@ -60,9 +60,9 @@ def _sequences(ways: int = 3, instances: int = 4, tasks: int = 2, seed: int = 0)
     return data, *sample_sequences(data, ways, instances, tasks, make_generator(seed))
 
 
-def _mann(memory: bool = True, ways: int = 3) -> MANN:
+def _mann(memory: bool = True, ways: int = 3, written: str = "add") -> MANN:
     torch.manual_seed(0)
-    return MANN(16, ways, hidden=12, slots=8, slot_size=5, heads=2, memory=memory).double()
+    return MANN(16, ways, hidden=12, slots=8, slot_size=5, heads=2, memory=memory, written=written).double()
 
 
 def test_sequences_are_shuffled_episodes_with_each_class_instances_times() -> None:
@@ -117,6 +117,28 @@ def test_trace_gives_read_and_write_weights_that_are_distributions() -> None:
     # the first write has no read to follow (w^r_0 = 0): it goes to the 2 (= heads) least used slots only
     assert (trace["write"] >= 0).all() and ((trace["write"][:, 0] > 0).sum(-1) == 2).all()
 
+
+
+@pytest.mark.parametrize("written", ["key", "add"])
+def test_the_first_write_stores_the_key_or_the_add_vector(written: str) -> None:
+    """written="key" (the paper's equation) stores the read key k_1, written="add" the separate add vector a_1: in the
+    H least used (empty) slots, with the write weights, after the least used slot was erased."""
+    _, x, _ = _sequences()
+    model = _mann(written=written)
+    state, x0, y0 = model.initial_state(2), x.double().flatten(2)[:, 0], torch.zeros(2, 3, dtype=torch.double)
+    h, _ = model.controller(torch.cat([x0, y0, state.reads], -1), (state.h, state.c))
+    vectors = {"key": torch.tanh(model.key(h)).view(2, 2, -1)}
+    if written == "add":
+        vectors["add"] = torch.tanh(model.add(h)).view(2, 2, -1)
+    _, after, w = model.step(x0, y0, state)
+    ww = w["write"]
+    assert (ww[..., 2:] == 0).all()  # w^r_0 = 0: only the 2 least used slots are written
+    prior = torch.tensor([0.0, 1e-6], dtype=torch.double)[None, :, None]  # slot 0 erased first, slot 1 as it was
+    for name, v in vectors.items():
+        matches = torch.allclose(after.memory[:, :2], prior + (ww.transpose(1, 2) @ v)[:, :2], atol=1e-12)
+        assert matches == (name == written)
+    with pytest.raises(ValueError, match="written must be"):
+        _mann(written="value")
 
 def test_few_shot_protocol_scores_each_query_on_its_own() -> None:
     data, _, _ = _sequences()

@@ -5,19 +5,23 @@ time step, y_{t-1}, and must predict y_t. Nothing is fine-tuned at test time: wh
 class lives in an external memory M [N slots, D], written and read by an LSTM controller with H heads. Per step:
 
     h_t, c_t = LSTM([x_t, onehot(y_{t-1}), r_{t-1}], h_{t-1}, c_{t-1})      controller
-    k_t = tanh(W_k h_t),  alpha_t = W_a h_t                                  a key [H, D] and a gate [H] per head
+    k_t = tanh(W_k h_t),  alpha_t = W_alpha h_t                              a key [H, D] and a gate [H] per head
+    a_t = tanh(W_a h_t)                                                      what is written [H, D] (written="add")
     w^w_t = sigmoid(alpha_t) w^r_{t-1} + (1 - sigmoid(alpha_t)) w^lu_{t-1}   write where it read last, or where unused
-    M_t(i) = M_{t-1}(i) [i != argmin_j w^u_{t-1}(j)] + sum_h w^w_t,h(i) k_t,h   (the least used slot is erased first)
+    M_t(i) = M_{t-1}(i) [i != argmin_j w^u_{t-1}(j)] + sum_h w^w_t,h(i) a_t,h   (the least used slot is erased first)
     w^r_t(i) = softmax_i( k_t . M_t(i) / (||k_t|| ||M_t(i)||) ),   r_t = sum_i w^r_t(i) M_t(i)           read
     w^u_t = gamma w^u_{t-1} + sum_h (w^r_t,h + w^w_t,h)                     usage, decaying with gamma
     w^lu_t(i) = 0 if w^u_t(i) > m(w^u_t, H) else 1                          the H least used slots (m: H-th smallest)
     p(y_t | x_1..t, y_1..t-1) = softmax(W_o [h_t, r_t])
 
 Writing the *previous* read weights is what binds a label to an image: at t+1 the controller has just been told y_t,
-and it writes into the slots it read for x_t. The sizes are the paper's (LSTM of 200 units, 128 x 40 memory, 4 heads,
-gamma 0.99). Ties in w^u are broken towards the lower slot index, so w^lu always has exactly H ones (at the start
-every usage is 0). The baseline is the same controller without memory (``memory=False``): an LSTM on
-[x_t, onehot(y_{t-1})].
+and it writes into the slots it read for x_t. The paper writes the key itself (a_t = k_t, ``written="key"``); then the
+read of the same step is drawn to the slots just filled with that very key, and the read vector echoes the key more
+than it retrieves. By default the vector written is the NTM's separate *add vector* a_t (as in public
+reimplementations of this paper); chapter 06 trains both and compares them. The sizes are the paper's (LSTM of 200
+units, 128 x 40 memory, 4 heads, gamma 0.99). Ties in w^u are broken towards the lower slot index, so w^lu always has
+exactly H ones (at the start every usage is 0). The baseline is the same controller without memory
+(``memory=False``): an LSTM on [x_t, onehot(y_{t-1})].
 """
 
 from __future__ import annotations
@@ -59,11 +63,11 @@ def write_weights(gate: Tensor, prev_read: Tensor, prev_least_used: Tensor) -> T
     return s * prev_read + (1 - s) * prev_least_used[:, None, :]
 
 
-def write(memory: Tensor, weights: Tensor, keys: Tensor, prev_usage: Tensor) -> Tensor:
-    """M_t: the least used slot of ``prev_usage [B, N]`` erased, then every head's key ``keys [B, H, D]`` added with
-    its ``weights [B, H, N]``: ``memory [B, N, D]`` -> ``[B, N, D]``."""
+def write(memory: Tensor, weights: Tensor, vectors: Tensor, prev_usage: Tensor) -> Tensor:
+    """M_t: the least used slot of ``prev_usage [B, N]`` erased, then every head's vector ``vectors [B, H, D]`` (a_t,
+    or the key k_t) added with its ``weights [B, H, N]``: ``memory [B, N, D]`` -> ``[B, N, D]``."""
     erase = least_used(prev_usage, 1)
-    return memory * (1 - erase)[..., None] + weights.transpose(1, 2) @ keys
+    return memory * (1 - erase)[..., None] + weights.transpose(1, 2) @ vectors
 
 
 def update_usage(usage: Tensor, read: Tensor, written: Tensor, gamma: float) -> Tensor:
@@ -93,19 +97,24 @@ class MANN(nn.Module):
     protocol (support set presented as a sequence, then each query), so the model joins the chapters' tables."""
 
     def __init__(self, input_dim: int, ways: int, hidden: int = 200, slots: int = 128, slot_size: int = 40,
-                 heads: int = 4, gamma: float = 0.99, memory: bool = True) -> None:
+                 heads: int = 4, gamma: float = 0.99, memory: bool = True, written: str = "add") -> None:
         super().__init__()
         if min(input_dim, ways, hidden, slots, slot_size, heads) < 1 or heads > slots or not 0 <= gamma <= 1:
             raise ValueError(f"need positive sizes, heads <= slots and 0 <= gamma <= 1, got input_dim={input_dim}, "
                              f"ways={ways}, hidden={hidden}, slots={slots}, slot_size={slot_size}, heads={heads}, "
                              f"gamma={gamma}")
-        self.input_dim, self.ways, self.hidden, self.memory = input_dim, ways, hidden, memory
+        if written not in ("add", "key"):
+            raise ValueError(f"written must be 'add' (a separate add vector) or 'key' (the read key, as the paper's "
+                             f"equation), got {written!r}")
+        self.input_dim, self.ways, self.hidden, self.memory, self.written = input_dim, ways, hidden, memory, written
         self.slots, self.slot_size, self.heads, self.gamma = slots, slot_size, heads, gamma
         reads = heads * slot_size if memory else 0
         self.controller = nn.LSTMCell(input_dim + ways + reads, hidden)
         if memory:
             self.key = nn.Linear(hidden, heads * slot_size)
             self.gate = nn.Linear(hidden, heads)
+            if written == "add":
+                self.add = nn.Linear(hidden, heads * slot_size)
         self.out = nn.Linear(hidden + reads, ways)
 
     def initial_state(self, batch: int) -> MemoryState:
@@ -125,8 +134,9 @@ class MANN(nn.Module):
             return self.out(h), MemoryState(h, c, state.memory, state.read, state.usage, state.reads), {}
         b = x.shape[0]
         keys = torch.tanh(self.key(h)).view(b, self.heads, self.slot_size)
+        adds = keys if self.written == "key" else torch.tanh(self.add(h)).view(b, self.heads, self.slot_size)
         written = write_weights(self.gate(h), state.read, least_used(state.usage, self.heads))
-        memory = write(state.memory, written, keys, state.usage)
+        memory = write(state.memory, written, adds, state.usage)
         read = cosine_read_weights(keys, memory)
         reads = (read @ memory).flatten(1)
         usage = update_usage(state.usage, read, written, self.gamma)
