@@ -87,3 +87,23 @@ def test_rotation_turns_a_class_as_a_whole() -> None:
             rs, rq = rot.support_x[t][ep.support_y[t] == c], rot.query_x[t][ep.query_y[t] == c]
             turns = [k for k in range(4) if torch.equal(s.rot90(k, (-2, -1)), rs)]
             assert turns and any(torch.equal(q.rot90(k, (-2, -1)), rq) for k in turns)
+
+
+@pytest.mark.parametrize("head", [False, True])
+def test_example_gradients_are_each_example_loss_alone(head: bool) -> None:
+    """The batched per-example gradients equal autograd's on each example's cross-entropy alone (float64), for
+    augmented convolutions (the input layer and a hidden one) and linear layers, with or without a classifier head."""
+    torch.manual_seed(0)
+    net = FastWeightNet(2, 4, 3, [5, 3], ["conv0", "conv2", "fc0", "fc1"]).double()
+    w_head = torch.randn(3, 3, dtype=torch.double) if head else None
+    x, y = torch.randn(6, 2, 8, 8, dtype=torch.double), torch.tensor([0, 1, 2, 2, 1, 0])
+    grads = net.example_gradients(x, y, w_head)
+    assert set(grads) == {"conv0", "conv2", "fc0", "fc1"}
+    for i in range(len(x)):
+        out = net(x[i : i + 1])
+        loss = torch.nn.functional.cross_entropy(out if w_head is None else out @ w_head.T, y[i : i + 1])
+        expected = torch.autograd.grad(loss, [net.weights[k] for k in grads])
+        for k, e in zip(grads, expected, strict=True):
+            assert grads[k].shape == (6, *e.shape)
+            assert torch.allclose(grads[k][i], e, atol=1e-12), (k, i)
+    assert all(not g.requires_grad for g in grads.values())  # inputs to the generators, never differentiated

@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.func import grad, vmap
+from torch.func import vmap
 
 from .episodes import Episode, EpisodeSampler
 from .train import TrainResult, ValidateFn, lr_scheduler, train
@@ -100,13 +100,18 @@ class FastWeightNet(nn.Module):
     def slow(self) -> Weights:
         return dict(self.weights)
 
-    def forward(self, x: Tensor, fast: Weights | None = None, slow: Weights | None = None) -> Tensor:
-        """The network with ``slow`` weights (default: its parameters) and, where given, ``fast`` ones."""
+    def forward(self, x: Tensor, fast: Weights | None = None, slow: Weights | None = None,
+                record: dict[str, tuple[Tensor, Tensor]] | None = None) -> Tensor:
+        """The network with ``slow`` weights (default: its parameters) and, where given, ``fast`` ones; ``record``
+        (a dict) receives each layer's input and slow pre-activation, ``{layer: (h, W h)}``."""
         w, fast = slow or self.slow(), fast or {}
         h = x
         for i in range(self.blocks):
             k = f"conv{i}"
-            out = F.relu(F.conv2d(h, w[k], padding=1))
+            a = F.conv2d(h, w[k], padding=1)
+            if record is not None:
+                record[k] = (h, a)
+            out = F.relu(a)
             if k in fast:
                 out = out + F.relu(F.conv2d(h, fast[k], padding=1))
             h = F.max_pool2d(out, 2, ceil_mode=True)
@@ -114,12 +119,39 @@ class FastWeightNet(nn.Module):
         for j in range(self.fc):
             k, linear = f"fc{j}", j < self.fc - 1 or self.last_relu
             a = h @ w[k].T
+            if record is not None:
+                record[k] = (h, a)
             if k in fast:
                 b = h @ fast[k].T
                 h = F.relu(a) + F.relu(b) if linear else a + b
             else:
                 h = F.relu(a) if linear else a
         return h
+
+    def example_gradients(self, x: Tensor, y: Tensor, head: Tensor | None = None) -> Weights:
+        """grad_i = d/dW CE(f(W, x_i) [@ head^T], y_i), each example's loss alone, for the augmented layers, the
+        slow weights (and ``head``) as constants: ``x [n, C, H, W]``, ``y [n]`` -> ``{layer: [n, *shape]}``.
+
+        One batched forward and backward, not n: the examples do not interact (no BatchNorm), so the gradient of
+        the summed loss with respect to example i's pre-activation a_i = W h_i is d loss_i / d a_i, and the weight
+        gradient of example i alone is its outer product with the layer input h_i (a convolution's: with the 3x3
+        patches of h_i, ``unfold``)."""
+        slow = {k: v.detach().requires_grad_() for k, v in self.slow().items()}
+        record: dict[str, tuple[Tensor, Tensor]] = {}
+        with torch.enable_grad():
+            out = self.forward(x, slow=slow, record=record)
+            logits = out if head is None else out @ head.detach().T
+            loss = F.cross_entropy(logits, y, reduction="sum")
+            outs = torch.autograd.grad(loss, [record[k][1] for k in self.augmented])
+        grads = {}
+        for k, g in zip(self.augmented, outs, strict=True):
+            h = record[k][0].detach()
+            if k.startswith("conv"):
+                patches = F.unfold(h, 3, padding=1)  # [n, C_in*9, H*W]
+                grads[k] = torch.einsum("nop,nkp->nok", g.flatten(2), patches).view(-1, *slow[k].shape)
+            else:
+                grads[k] = g[:, :, None] * h[:, None, :]
+        return grads
 
 
 def _groups(names: Sequence[str]) -> dict[str, list[str]]:
@@ -165,30 +197,16 @@ class MetaNetwork(nn.Module):
         """Q* = d(G, grad_1..grad_T): u's loss_emb (its classifier's cross-entropy) on T chunks of one task's support
         set ``[n, C, H, W]``, ``[n]`` (in its order; fewer chunks if n < T), differentiated w.r.t. u's augmented slow
         weights as constants."""
-        slow = {k: v.detach() for k, v in self.rep.slow().items()}
-        head = self.rep_head.weight.detach()
-
-        def loss(weights: Weights, x: Tensor, y: Tensor) -> Tensor:
-            return F.cross_entropy(self.rep(x, slow=weights) @ head.T, y)
-
         names, chunks = self.rep.augmented, min(self.chunks, len(support_x))
-        with torch.enable_grad():
-            parts = [grad(loss)(slow, x, y) for x, y in zip(support_x.tensor_split(chunks),
-                                                            support_y.tensor_split(chunks), strict=True)]
-        grads = {n: torch.stack([p[n] for p in parts]) for n in names}  # [T, *shape]
+        per_example = self.rep.example_gradients(support_x, support_y, self.rep_head.weight)
+        # a chunk's mean cross-entropy has the mean of its examples' gradients: [T, *shape]
+        grads = {n: torch.stack([g.mean(0) for g in per_example[n].tensor_split(chunks)]) for n in names}
         return self._generate(self.d, grads, names, 1)
 
     def example_fast_weights(self, support_x: Tensor, support_y: Tensor) -> Weights:
         """The memory M: W*_i = m(Z, grad_i) for each support example, grad_i of b's cross-entropy on that example
         alone w.r.t. b's augmented slow weights (as constants): ``{layer: [n, *shape]}``."""
-        slow = {k: v.detach() for k, v in self.base.slow().items()}
-
-        def loss(weights: Weights, x: Tensor, y: Tensor) -> Tensor:
-            return F.cross_entropy(self.base(x[None], slow=weights), y[None])
-
-        with torch.enable_grad():
-            grads = vmap(grad(loss), in_dims=(None, 0, 0))(slow, support_x, support_y)
-        return self._generate(self.m, {n: grads[n] for n in self.base.augmented}, self.base.augmented, 1)
+        return self._generate(self.m, self.base.example_gradients(support_x, support_y), self.base.augmented, 1)
 
     def task_logits(self, support_x: Tensor, support_y: Tensor, query_x: Tensor) -> Tensor:
         """One task: ``[n, C, H, W]``, ``[n]``, ``[m, C, H, W]`` -> query logits ``[m, ways]``."""
