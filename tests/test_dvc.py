@@ -68,7 +68,7 @@ def test_stage_outputs(nb: Path) -> None:
 
 def test_every_notebook_is_staged_collected_and_plotted() -> None:
     names = [nb.stem for nb in NOTEBOOKS]
-    assert set(STAGES) == {"data", "results", *names}
+    assert set(STAGES) == {"data", "features", "results", *names}
     assert {f"reports/rows/{n}.csv" for n in names} <= set(_paths(STAGES["results"]["deps"]))
     assert {f"reports/curves/{n}.csv" for n in names} <= set(_paths(DVC["plots"]))
     validation_plots = {next(iter(p["y"])) for p in _paths(DVC["plots"]).values() if isinstance(p.get("y"), dict)}

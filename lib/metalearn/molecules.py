@@ -28,7 +28,7 @@ from torch import Tensor
 
 from .data import FEWSHOT_TASK_COUNTS, load_molecules
 from .episodes import Episode, resolve_device
-from .fingerprints import distinct_smiles, load_fingerprints
+from .fingerprints import distinct_smiles, load_fingerprints, morgan_fingerprints
 
 PROTOCOLS = ("stratified", "balanced")
 _SHIFTS = torch.arange(7, -1, -1, dtype=torch.uint8)  # np.packbits order: the first bit is the highest
@@ -107,16 +107,33 @@ def _from_rows(name: str, tasks: list[str], task_of_row: np.ndarray, smiles_of_r
                          torch.from_numpy(mol[sort]), torch.from_numpy(lab[sort]), skipped)
 
 
-def load_fsmol(fold: str, data_dir: Path | None = None, device: str | torch.device = "cpu") -> MoleculeTasks:
-    """FS-Mol's ``fold`` (train, valid, test): one task per assay, in assay-id order."""
+def load_fsmol(fold: str, data_dir: Path | None = None, device: str | torch.device = "cpu",
+               max_tasks: int | None = None) -> MoleculeTasks:
+    """FS-Mol's ``fold`` (train, valid, test): one task per assay, in assay-id order; with ``max_tasks``, only the
+    first ``max_tasks`` of them (fingerprinted on the spot, not cached)."""
     if fold not in ("train", "valid", "test"):
         raise ValueError(f"unknown FS-Mol fold {fold!r}; choose from train, valid, test")
+    if max_tasks is not None and max_tasks < 1:
+        raise ValueError(f"max_tasks must be >= 1 or None (all), got {max_tasks}")
     table = load_molecules(f"fsmol_{fold}", data_dir)
-    smiles = distinct_smiles(table)
-    bits, parsed = load_fingerprints(f"fsmol_{fold}", smiles, data_dir)
     tasks = sorted(table["assay_id"].unique())
-    return _from_rows(f"fsmol/{fold}", tasks, table["assay_id"].to_numpy(), table["smiles"].to_numpy(),
+    if max_tasks is not None and max_tasks < len(tasks):
+        tasks = tasks[:max_tasks]
+        table = table[table["assay_id"].isin(tasks)]
+        smiles = distinct_smiles(table)
+        bits, parsed = morgan_fingerprints(smiles)
+    else:
+        smiles = distinct_smiles(table)
+        bits, parsed = load_fingerprints(f"fsmol_{fold}", smiles, data_dir)
+    name = f"fsmol/{fold}" + (f"[:{len(tasks)}]" if max_tasks is not None else "")
+    return _from_rows(name, tasks, table["assay_id"].to_numpy(), table["smiles"].to_numpy(),
                       table["label"].to_numpy(), smiles, bits, parsed).to(device)
+
+
+def fsmol_assay_types(fold: str, data_dir: Path | None = None) -> dict[str, str]:
+    """Each FS-Mol assay's ChEMBL assay type: B (binding), F (functional), A (ADMET) or T (toxicity)."""
+    table = load_molecules(f"fsmol_{fold}", data_dir)
+    return table.groupby("assay_id")["assay_type"].first().to_dict()
 
 
 def load_moleculenet(name: str, split: str, data_dir: Path | None = None,

@@ -15,6 +15,7 @@ its own.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -94,7 +95,8 @@ def train_multitask(model: MultitaskNet, data: LabelledPairs, steps: int, *, lr:
 
 
 class FineTuned:
-    """Fine-tuning as a few-shot scorer: ``FineTuned(steps, lr, layers)(body)`` maps support draws
+    """Fine-tuning as a few-shot scorer: ``FineTuned(steps, lr, layers)(body)`` (or of a :class:`MultitaskNet`: its
+    body) maps support draws
     ``support_x [D, n, F]``, ``support_y [D, n]`` and their queries ``query_x [D, m, F]`` to P(active) ``[D, m]``,
     after ``steps`` Adam steps (step size ``lr``, full support batch) of a fresh zero head and, with
     ``layers="all"``, of a copy of ``body`` per draw. ``body`` is never modified."""
@@ -109,7 +111,8 @@ class FineTuned:
     def __repr__(self) -> str:
         return f"FineTuned(steps={self.steps}, lr={self.lr}, layers={self.layers!r})"
 
-    def __call__(self, body: nn.Module):
+    def __call__(self, model: nn.Module) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
+        body = model.body if isinstance(model, MultitaskNet) else model
         per_draw = vmap(lambda p, x: functional_call(body, p, (x,)))  # copies [D, ...], inputs [D, n, F] -> [D, n, H]
 
         def score(support_x: Tensor, support_y: Tensor, query_x: Tensor) -> Tensor:

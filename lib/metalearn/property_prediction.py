@@ -183,6 +183,15 @@ def summary(table: pd.DataFrame, metric: str = "delta_auprc") -> pd.DataFrame:
     return pd.DataFrame(out).set_index("size")
 
 
+def over_draws(table: pd.DataFrame, metric: str = "roc_auc") -> tuple[float, float, int]:
+    """The mean over tasks of ``metric`` in each draw, then their mean and 95% CI over draws, and the number of draws
+    (the MoleculeNet benchmark's repeated runs: a few test tasks, many support draws)."""
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; choose from {METRICS}")
+    per_draw = table.groupby("draw")[metric].mean().to_numpy()
+    return (*mean_ci95(per_draw), len(per_draw))
+
+
 def paired_tasks(a: pd.DataFrame, b: pd.DataFrame, metric: str = "delta_auprc") -> dict[int, PairedDifference]:
     """Per support size, A − B over the tasks both were scored on (the same draws): the mean of the per-task
     differences and its 95% CI."""
