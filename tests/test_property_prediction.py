@@ -15,6 +15,7 @@ from metalearn.property_prediction import (
     RandomForest,
     evaluate_tasks,
     fsmol_baselines,
+    over_draws,
     paired_tasks,
     per_task,
     summary,
@@ -78,6 +79,16 @@ def test_summary_paired_and_wins_are_over_per_task_means():
     d = paired_tasks(a, b)[16]
     assert d.mean == pytest.approx((0.2 - 0.1 + 0.0) / 3) and d.n == 3
     assert wins(a, b).loc[16].tolist() == [2, 3], "x wins, z ties (counts as matching), y loses"
+
+
+def test_over_draws_averages_tasks_within_each_draw_then_draws():
+    t = pd.DataFrame({"task": ["x", "y", "x", "y", "x", "y"], "size": [10] * 6, "draw": [0, 0, 1, 1, 2, 2],
+                      "roc_auc": [0.6, 0.8, 0.7, 0.9, 0.5, 0.7]})
+    mean, ci, n = over_draws(t)
+    assert n == 3 and mean == pytest.approx(0.7)
+    assert ci == pytest.approx(1.96 * np.std([0.7, 0.8, 0.6], ddof=1) / np.sqrt(3))
+    with pytest.raises(ValueError, match="unknown metric"):
+        over_draws(t, "accuracy")
 
 
 def _finetune_one(body, sx, sy, qx, steps, lr):
