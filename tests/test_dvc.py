@@ -1,5 +1,6 @@
 """The DVC pipeline: each notebook stage depends on exactly the library modules its notebook imports, every notebook
-is a stage whose rows the ``results`` stage collects, trained models are persistent outputs, and a second
+is a stage whose rows the ``results`` stage collects (but the summary, which reads them), the report site is built
+from every executed chapter, trained models are persistent outputs, and a second
 ``dvc repro`` started while one runs fails on DVC's lock without losing anything."""
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from papermill.inspection import inspect_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+# chapters that read the others' results and train nothing: no rows, curves, metrics or models of their own
+READING = {"14_summary"}
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
 STAGES = DVC["stages"]
 
@@ -46,7 +49,8 @@ def lib_modules(notebook: Path) -> list[str]:
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
 def test_stage_deps_are_what_the_notebook_imports(nb: Path) -> None:
     deps = list(_paths(STAGES[nb.stem]["deps"]))
-    assert {f"notebooks/{nb.name}", "data/manifest.json", "lib/metalearn/pipeline.py"} <= set(deps)
+    inputs = "reports/results.csv" if nb.stem in READING else "data/manifest.json"
+    assert {f"notebooks/{nb.name}", inputs, "lib/metalearn/pipeline.py"} <= set(deps)
     declared = {Path(d).stem for d in deps if d.startswith("lib/metalearn/")}
     needed = set(lib_modules(nb))
     assert not needed - declared, f"{nb.stem} misses deps on {sorted(needed - declared)}"
@@ -56,6 +60,11 @@ def test_stage_deps_are_what_the_notebook_imports(nb: Path) -> None:
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
 def test_stage_outputs(nb: Path) -> None:
     stage = STAGES[nb.stem]
+    if nb.stem in READING:
+        assert set(_paths(stage["outs"])) == {f"reports/notebooks/{nb.name}", f"reports/notebooks/{nb.stem}.html",
+                                               f"reports/figures/{nb.stem}"}
+        assert "metrics" not in stage and "models_dir" not in inspect_notebook(str(nb))
+        return
     outs, metrics = _paths(stage["outs"]), _paths(stage["metrics"])
     for path in (f"reports/rows/{nb.stem}.csv", f"reports/curves/{nb.stem}.csv",
                  f"reports/curves/{nb.stem}_validation.csv", f"reports/notebooks/{nb.name}"):
@@ -67,8 +76,8 @@ def test_stage_outputs(nb: Path) -> None:
 
 
 def test_every_notebook_is_staged_collected_and_plotted() -> None:
-    names = [nb.stem for nb in NOTEBOOKS]
-    assert set(STAGES) == {"data", "features", "results", *names}
+    assert set(STAGES) == {"data", "features", "results", "site", *(nb.stem for nb in NOTEBOOKS)}
+    names = [nb.stem for nb in NOTEBOOKS if nb.stem not in READING]
     assert {f"reports/rows/{n}.csv" for n in names} <= set(_paths(STAGES["results"]["deps"]))
     assert {f"reports/curves/{n}.csv" for n in names} <= set(_paths(DVC["plots"]))
     validation_plots = {next(iter(p["y"])) for p in _paths(DVC["plots"]).values() if isinstance(p.get("y"), dict)}
@@ -127,3 +136,11 @@ def test_concurrent_repro_fails_on_the_lock_and_loses_nothing(tmp_path: Path) ->
     assert [o["path"] for o in lock["stages"]["slow"]["outs"]] == ["out.txt"]
     status = subprocess.run(_dvc("status"), **run)
     assert status.returncode == 0 and "up to date" in status.stdout
+
+
+def test_site_is_built_from_every_executed_chapter() -> None:
+    stage = STAGES["site"]
+    deps = set(_paths(stage["deps"]))
+    assert {f"reports/notebooks/{nb.name}" for nb in NOTEBOOKS} <= deps
+    assert {"reports/results.csv", "lib/metalearn/site.py", "reports/figures"} <= deps
+    assert {"reports/index.html", "reports/site"} <= set(_paths(stage["outs"]))

@@ -1,0 +1,168 @@
+"""The report site: pages render offline (unit), the README's chapter table matches the results, and every page
+passes in a real headless Chromium: it loads, no request fails or leaves the machine, no console error, no raw TeX
+left in the rendered markdown, every image loads."""
+
+import functools
+import json
+import os
+import re
+import shutil
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+from metalearn import site
+
+ROOT = Path(__file__).resolve().parents[1]
+REPORTS = ROOT / "reports"
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+
+
+def _remote_assets(page: str) -> list[str]:
+    """Script, stylesheet and image addresses of a page that point off the machine."""
+    found = re.findall(r'<(?:script|img|iframe)[^>]*\ssrc="([^"]+)"', page)
+    found += re.findall(r'<link[^>]*\shref="([^"]+)"', page)
+    return [u for u in found if re.match(r"(https?:)?//", u)]
+
+
+def test_chapter_page_loads_nothing_remote(tmp_path: Path) -> None:
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# 99 · A test\n\n$$\\theta' = \\theta - "
+                                                                      "\\alpha \\nabla_\\theta L$$ and \\(x\\)."),
+                                         nbformat.v4.new_code_cell("1 + 1")])
+    nbformat.write(nb, tmp_path / "99_test.ipynb")
+    site.render_chapter(tmp_path / "99_test.ipynb", tmp_path / "99_test.html")
+    page = (tmp_path / "99_test.html").read_text()
+    assert site.MATHJAX_URL in page
+    assert _remote_assets(page) == []
+    assert "require.js" not in page and "mermaid.esm" not in page
+
+
+def test_copy_mathjax_has_what_the_page_loads(tmp_path: Path) -> None:
+    site.copy_mathjax(tmp_path / "mathjax")
+    for part in ("MathJax.js", "config/TeX-AMS-MML_HTMLorMML-full.js", "config/Safe.js", "jax/output/HTML-CSS/autoload",
+                 "jax/output/HTML-CSS/fonts/STIX-Web/fontdata.js", "fonts/HTML-CSS/STIX-Web/woff", "extensions/MathMenu.js"):
+        assert (tmp_path / "mathjax" / part).exists(), part
+    assert not (tmp_path / "mathjax" / "extensions" / "a11y").exists()
+
+
+def test_update_readme_refuses_a_readme_without_markers(tmp_path: Path) -> None:
+    (tmp_path / "README.md").write_text("# no table here\n")
+    with pytest.raises(ValueError, match="chapters:start"):
+        site.update_readme(tmp_path / "README.md", "| a |")
+
+
+def test_readme_chapter_table_matches_the_results() -> None:
+    expected = site.readme_table(pd.read_csv(REPORTS / "results.csv"), REPORTS)
+    text = (ROOT / "README.md").read_text()
+    block = text.split(site.README_START, 1)[1].split(site.README_END, 1)[0].strip()
+    assert block == expected, "README's chapter table is stale: run python -m metalearn.site --readme README.md"
+
+
+def test_index_links_every_chapter_and_the_plots_page() -> None:
+    index = (REPORTS / "index.html").read_text()
+    for chapter in site.chapters(REPORTS):
+        assert f'href="site/{chapter}.html"' in index
+        assert (REPORTS / "site" / f"{chapter}.html").is_file(), f"run dvc repro -s site: {chapter} has no page"
+    assert 'href="site/plots/index.html"' in index and (REPORTS / "site" / "plots" / "index.html").is_file()
+
+
+class _Quiet(SimpleHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def server():
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(REPORTS)))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory):
+    if not (CHROMIUM and CHROMEDRIVER):
+        if os.environ.get("METALEARN_REQUIRE_BROWSER"):
+            pytest.fail("the browser test needs Debian's chromium and chromium-driver (apt-get install chromium "
+                        "chromium-driver)")
+        pytest.skip("no chromium/chromedriver: apt-get install chromium chromium-driver")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage", "--window-size=1280,1600",
+                 f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(60)
+    driver.set_script_timeout(60)
+    driver.get("about:blank")  # leave the start page, whose internal chrome:// loads are not the site's
+    yield driver
+    driver.quit()
+
+
+_WAIT_FOR_MATH = """
+const done = arguments[arguments.length - 1];
+if (window.MathJax && MathJax.Hub) { MathJax.Hub.Queue(() => done(true)); } else { done(false); }
+"""
+_RAW_TEX = """
+return Array.from(document.querySelectorAll('.jp-RenderedMarkdown')).map(e => e.innerText)
+  .filter(t => t.includes('$$') || t.includes('\\\\(')).map(t => t.slice(0, 200));
+"""
+_BROKEN_IMAGES = "return Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src);"
+
+
+def _visit(driver, url: str, origin: str) -> dict[str, list]:
+    driver.get_log("performance")  # drop what earlier pages left
+    driver.get_log("browser")
+    driver.get(url)
+    typeset = driver.execute_async_script(_WAIT_FOR_MATH)
+    problems: dict[str, list] = {"failed": [], "remote": [], "console": [], "raw_tex": [], "images": []}
+    for entry in driver.get_log("performance"):
+        msg = json.loads(entry["message"])["message"]
+        params = msg.get("params", {})
+        if msg["method"] == "Network.requestWillBeSent":
+            address = params["request"]["url"]
+            if re.match(r"(https?|wss?|ftp):", address) and not address.startswith(origin):
+                problems["remote"].append(address)
+        elif msg["method"] == "Network.loadingFailed":
+            problems["failed"].append(params.get("errorText"))
+        elif msg["method"] == "Network.responseReceived" and params["response"]["status"] >= 400:
+            problems["failed"].append(f"{params['response']['status']} {params['response']['url']}")
+    problems["console"] = [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+    problems["raw_tex"] = driver.execute_script(_RAW_TEX) if typeset else []
+    problems["images"] = driver.execute_script(_BROKEN_IMAGES)
+    return {k: v for k, v in problems.items() if v}
+
+
+def test_every_page_in_a_real_browser(browser, server: str) -> None:
+    pages = ["index.html", *(f"site/{c}.html" for c in site.chapters(REPORTS)), "site/plots/index.html"]
+    bad = {}
+    for page in pages:
+        problems = _visit(browser, f"{server}/{page}", server)
+        if problems:
+            bad[page] = problems
+        if page == "index.html":
+            browser.save_screenshot(str(_shots() / "site_index.png"))
+        elif page == "site/09_maml.html":
+            browser.save_screenshot(str(_shots() / "site_09_maml.png"))
+    assert not bad, json.dumps(bad, indent=1)[:4000]
+
+
+def test_chapter_math_is_typeset(browser, server: str) -> None:
+    browser.get(f"{server}/site/09_maml.html")
+    assert browser.execute_async_script(_WAIT_FOR_MATH), "MathJax did not load"
+    assert browser.execute_script("return document.querySelectorAll('.MathJax, .MathJax_Display').length") > 10
+
+
+def _shots() -> Path:
+    out = ROOT / "scratch"
+    out.mkdir(exist_ok=True)
+    return out
