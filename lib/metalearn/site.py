@@ -215,7 +215,7 @@ body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 72em; p
 .grid {{ display: grid; grid-template-columns: repeat(auto-fill, minmax(21em, 1fr)); gap: 1em; }}
 .card {{ border: 1px solid #ddd; border-radius: 6px; padding: 0.8em; }}
 .card h2 {{ font-size: 1.05em; margin: 0 0 0.3em; }} .card ul {{ font-size: 0.85em; padding-left: 1.2em; }}
-.card img {{ width: 100%; }} .method {{ color: #555; font-size: 0.85em; margin: 0; }}
+.card img {{ width: 100%; max-height: 16em; object-fit: contain; }} .method {{ color: #555; font-size: 0.85em; margin: 0; }}
 </style></head>
 <body>
 <h1>metalearn: a reproducible study of meta-learning</h1>
