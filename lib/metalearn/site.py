@@ -240,8 +240,8 @@ def build(reports: Path = ROOT / "reports", plots: bool = True) -> list[Path]:
         written.append(site / f"{chapter}.html")
     copy_mathjax(site / "mathjax")
     if plots:
-        subprocess.run(["dvc", "plots", "show", "-o", str(site / "plots")], cwd=reports.parent, check=True,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run([sys.executable, "-m", "dvc", "plots", "show", "-o", str(site / "plots")], cwd=reports.parent,
+                       check=True, stdout=subprocess.DEVNULL)
         written.append(site / "plots" / "index.html")
     with atomic_path(reports / "index.html") as tmp:
         tmp.write_text(index_page(results, reports))
