@@ -11,7 +11,9 @@ from metalearn.molecules import MoleculeTasks
 from metalearn.multitask import FineTuned, LabelledPairs, MultitaskNet, fingerprint_body, train_multitask
 from metalearn.property_prediction import (
     AdaptedScorer,
+    FrozenBody,
     NearestNeighbours,
+    PrototypeScorer,
     RandomForest,
     evaluate_tasks,
     fsmol_baselines,
@@ -184,3 +186,29 @@ def test_fsmol_baselines_from_the_authors_files():
     assert counts.loc[16] == 157 and counts.loc[256] == 43
     mean = ref.groupby(["method", "size"])["delta_auprc"].mean()
     assert mean.loc[("protonet", 16)] > mean.loc[("maml", 16)] > mean.loc[("random_forest", 16)] > 0
+
+
+def test_frozen_body_scorers_embed_each_task_once_and_score_as_on_fingerprints():
+    """ProtoNet, k-NN and ANIL score the embeddings of a task's molecules computed once for every size and draw; the
+    table equals scoring each draw's fingerprints, and a wrong embedding would change it."""
+    from metalearn.protonet import ProtoNet
+
+    data = _tasks(sizes=(40, 60, 9, 300), bits=64)
+    torch.manual_seed(0)
+    net = nn.Sequential(*fingerprint_body((64, 16)), nn.Linear(16, 2)).double()
+    scorers = {"protonet": PrototypeScorer()(ProtoNet(net[:-1])), "knn": NearestNeighbours(3)(net[:-1]),
+               "anil": AdaptedScorer(2, 0.3, head_only=True)(net)}
+    data.features = lambda m, f=data.features: f(m).double()  # float64: the two paths agree to rounding
+    for name, scorer in scorers.items():
+        assert isinstance(scorer, FrozenBody), name
+        calls = []
+        counted = FrozenBody(lambda x, e=scorer.embed, c=calls: c.append(len(x)) or e(x), scorer.score)
+        fast = evaluate_tasks(counted, data, (8, 16), draws=3, seed=2, embed_chunk=128)
+        slow = evaluate_tasks(lambda sx, sy, qx, s=scorer: s(sx, sy, qx), data, (8, 16), draws=3, seed=2)
+        assert calls == [40, 60, 128, 128, 44], f"{name}: one embedding per task (9 molecules: too small), chunked"
+        pd.testing.assert_frame_equal(fast, slow, check_exact=False, rtol=1e-9)
+        shifted = FrozenBody(lambda x, e=scorer.embed: e(x) + torch.randn_like(e(x)), scorer.score)
+        other = evaluate_tasks(shifted, data, (8, 16), draws=3, seed=2)
+        assert not np.allclose(other["auprc"], slow["auprc"]), f"{name}: the embedding must matter"
+    with pytest.raises(ValueError, match="embed_chunk"):
+        evaluate_tasks(scorers["knn"], data, (8,), embed_chunk=0)

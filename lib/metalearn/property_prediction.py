@@ -8,6 +8,8 @@ A **scorer** maps support draws of one task to the probability that each query m
 its inner loop (:class:`AdaptedScorer`: MAML, first-order MAML, ANIL), ProtoNet's nearest prototype
 (:class:`PrototypeScorer`), multitask fine-tuning (:class:`metalearn.multitask.FineTuned`), k nearest neighbours in a
 learned embedding (:class:`NearestNeighbours`), or a random forest on the support set alone (:class:`RandomForest`).
+Where the network's body stays fixed at test time (ProtoNet, k-NN, ANIL) the scorer is a :class:`FrozenBody`: it
+scores embeddings, and :func:`evaluate_tasks` embeds each task's molecules once for all its support sizes and draws.
 
 The test protocol (:func:`evaluate_tasks`): for each test task and support size k, ``draws`` support draws
 (:func:`metalearn.molecules.draw_support`, seeded by task, k and draw, so every method sees the very same supports),
@@ -41,6 +43,7 @@ from .evaluate import PairedDifference, mean_ci95
 from .inner_loop import head_names
 from .maml import Adapted
 from .molecules import MoleculeTasks, can_draw, draw_support
+from .protonet import prototype_logits
 
 Scorer = Callable[[Tensor, Tensor, Tensor], Tensor]
 METRICS = ("delta_auprc", "auprc", "roc_auc")
@@ -49,6 +52,19 @@ METRICS = ("delta_auprc", "auprc", "roc_auc")
 def _probability_of_active(logits: Tensor) -> Tensor:
     """P(active) from 2-way logits ``[..., 2]`` (label 1 = active)."""
     return logits.softmax(-1)[..., 1]
+
+
+class FrozenBody:
+    """A scorer whose network body is not adapted at test time: ``score(embed(sx), sy, embed(qx))``, with
+    ``embed: [..., 2048] -> [..., d]`` and ``score`` a scorer on embeddings ``[D, n, d]``. Called on fingerprints it
+    is an ordinary scorer; :func:`evaluate_tasks` instead embeds a task's molecules once and indexes them, since a
+    query's embedding does not depend on the draw (the body has no BatchNorm)."""
+
+    def __init__(self, embed: Callable[[Tensor], Tensor], score: Scorer) -> None:
+        self.embed, self.score = embed, score
+
+    def __call__(self, support_x: Tensor, support_y: Tensor, query_x: Tensor) -> Tensor:
+        return self.score(self.embed(support_x), support_y, self.embed(query_x))
 
 
 class AdaptedScorer:
@@ -64,6 +80,10 @@ class AdaptedScorer:
 
     def __call__(self, model: nn.Module) -> Scorer:
         # without BatchNorm the "transductive" protocol is a plain forward pass of the queries (and the cheapest)
+        if self.head_only and isinstance(model, nn.Sequential) and isinstance(model[-1], nn.Linear):
+            # ANIL on body + linear head: the same inner loop on the head alone, fed the body's fixed embeddings
+            head = Adapted(model[-1], inner_steps=self.inner_steps, inner_lr=self.inner_lr, protocol="transductive")
+            return FrozenBody(model[:-1], lambda sz, sy, qz: _probability_of_active(head(sz, sy, qz)))
         learner = Adapted(model, inner_steps=self.inner_steps, inner_lr=self.inner_lr,
                           names=head_names(model) if self.head_only else None, protocol="transductive")
         return lambda sx, sy, qx: _probability_of_active(learner(sx, sy, qx))
@@ -76,7 +96,7 @@ class PrototypeScorer:
         return "PrototypeScorer()"
 
     def __call__(self, model: nn.Module) -> Scorer:
-        return lambda sx, sy, qx: _probability_of_active(model(sx, sy, qx, 2))
+        return FrozenBody(model.backbone, lambda sz, sy, qz: _probability_of_active(prototype_logits(sz, sy, qz, 2)))
 
 
 class NearestNeighbours:
@@ -92,13 +112,13 @@ class NearestNeighbours:
         return f"NearestNeighbours(k={self.k})"
 
     def __call__(self, body: nn.Module) -> Scorer:
-        def score(sx: Tensor, sy: Tensor, qx: Tensor) -> Tensor:
-            distance = torch.cdist(body(qx), body(sx))  # [D, m, n]
-            d, nearest = distance.topk(min(self.k, sx.shape[1]), dim=-1, largest=False)
+        def score(sz: Tensor, sy: Tensor, qz: Tensor) -> Tensor:
+            distance = torch.cdist(qz, sz)  # [D, m, n]
+            d, nearest = distance.topk(min(self.k, sz.shape[1]), dim=-1, largest=False)
             w = 1.0 / (d + 1e-6)
             return (w * sy.float().gather(1, nearest.flatten(1)).view_as(w)).sum(-1) / w.sum(-1)
 
-        return score
+        return FrozenBody(body, score)
 
 
 class RandomForest:
@@ -142,23 +162,34 @@ def task_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
 
 @torch.no_grad()
 def evaluate_tasks(scorer: Scorer, data: MoleculeTasks, sizes: tuple[int, ...], *, protocol: str = "stratified",
-                   draws: int = 10, seed: int = 0, tasks: list[int] | None = None) -> pd.DataFrame:
+                   draws: int = 10, seed: int = 0, tasks: list[int] | None = None,
+                   embed_chunk: int = 4096) -> pd.DataFrame:
     """Score ``scorer`` on ``data``'s tasks (all, or the indices ``tasks``): one row per (task, size, draw) with
-    ``task, size, draw, queries, active_fraction, auprc, delta_auprc, roc_auc`` (see the module docstring)."""
-    if draws < 1 or not sizes:
-        raise ValueError(f"need draws >= 1 and at least one support size, got {draws}, {sizes}")
+    ``task, size, draw, queries, active_fraction, auprc, delta_auprc, roc_auc`` (see the module docstring). A
+    :class:`FrozenBody` scorer gets embeddings of each task's molecules, computed once, ``embed_chunk`` at a time."""
+    if draws < 1 or not sizes or embed_chunk < 1:
+        raise ValueError(f"need draws >= 1, at least one support size and embed_chunk >= 1, got {draws}, {sizes}, "
+                         f"{embed_chunk}")
+    frozen = isinstance(scorer, FrozenBody)
     rows = []
     for t in range(len(data)) if tasks is None else tasks:
         mol, y = data.task(t)
         name = data.task_names[t]
+        embedded = None  # [n, d]: the task's molecules through a frozen body, once for every size and draw
         for k in sizes:
             if not can_draw(len(y), int(y.sum()), k, protocol, min_query=2):
                 continue
             picks = [draw_support(y, k, protocol, make_generator(draw_seed(seed, name, k, d), y.device))
                      for d in range(draws)]
             support, query = (torch.stack(p) for p in zip(*picks, strict=True))
+            if frozen and embedded is None:
+                embedded = torch.cat([scorer.embed(data.features(mol[i:i + embed_chunk]))
+                                      for i in range(0, len(mol), embed_chunk)])
             with torch.enable_grad():  # a scorer may fine-tune on the support set
-                scores = scorer(data.features(mol[support]), y[support], data.features(mol[query]))
+                if frozen:
+                    scores = scorer.score(embedded[support], y[support], embedded[query])
+                else:
+                    scores = scorer(data.features(mol[support]), y[support], data.features(mol[query]))
             for d, (s, labels) in enumerate(zip(scores.cpu().numpy(), y[query].cpu().numpy(), strict=True)):
                 rows.append({"task": name, "size": k, "draw": d, "queries": len(labels),
                              "active_fraction": float(labels.mean()), **task_metrics(s, labels)})
