@@ -72,7 +72,7 @@ def test_a_two_point_sweep_of_protonet_training_ways_on_the_dvc_queue(tmp_path: 
             if not any(state in status for state in ("Queued", "Running")):
                 break
             assert time.time() < deadline, f"the queue did not finish:\n{status}"
-            time.sleep(5)
+            time.sleep(2)
     finally:
         subprocess.run([*dvc, "queue", "stop", "--kill"], cwd=project, capture_output=True, timeout=60)
     assert status.count("Success") == 2 and "Failed" not in status, status
@@ -84,5 +84,5 @@ def test_a_two_point_sweep_of_protonet_training_ways_on_the_dvc_queue(tmp_path: 
     exps = table[table["typ"].isin(["branch_commit", "branch_base"])].set_index(ways)  # the experiments
     assert sorted(exps.index) == [5, 10], table[["Experiment", "typ", ways]]
     assert exps[accuracy].notna().all().all() and exps[accuracy].map(lambda v: 0 <= v <= 100).all().all()
-    baseline = table[table["typ"] == "baseline"]
-    assert baseline[ways].tolist() == [20]
+    baseline = table[table["typ"] == "baseline"]  # the commit the experiments branch from
+    assert len(baseline) and set(baseline[ways]) == {20}, table[["Experiment", "typ", ways]]
