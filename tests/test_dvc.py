@@ -95,6 +95,19 @@ def test_metric_chapters_pair_with_the_baseline_episodes_chapter_00_writes() -> 
                 == f"../{episodes}"
 
 
+def test_chapters_on_the_shared_episodes_write_them_and_the_summary_pairs_on_them() -> None:
+    """Chapters 00, 02-05 and 08 score the same test episodes and write every episode's accuracy; the summary reads
+    them all to pair the families (a chapter that writes them without declaring the output would go stale unseen)."""
+    writers = {nb.stem for nb in NOTEBOOKS if "results.write_episodes(" in nb.read_text()}
+    assert {"00_background", "02_relation_network", "03_matching_network", "04_prototypical_networks", "05_meta_gnn",
+            "08_hypernetworks"} <= writers
+    for name in writers:
+        assert _paths(STAGES[name]["outs"])[f"reports/episodes/{name}.csv"] == {"cache": False}, name
+    assert "reports/episodes" in _paths(STAGES["14_summary"]["deps"])
+    assert inspect_notebook(str(ROOT / "notebooks/14_summary.ipynb"))["episodes_dir"]["default"] \
+        == '"../reports/episodes"'
+
+
 def test_gradient_chapters_depend_on_the_models_they_pair_with() -> None:
     """10 and 12 score chapter 09's MAML models on their own test episodes, 11 chapter 10's FOMAML models."""
     pairs = {"10_fomaml": "models/09_maml", "12_anil": "models/09_maml", "11_reptile": "models/10_fomaml"}
