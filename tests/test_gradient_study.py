@@ -4,6 +4,7 @@ results."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 from metalearn import results
@@ -21,6 +22,7 @@ from metalearn.gradient_study import (
     reptile_inner_lr_search,
     result_rows,
     setting_label,
+    shared_episodes,
     with_steps,
 )
 from metalearn.strided_conv4 import StridedConv4
@@ -67,6 +69,26 @@ def test_shared_models_evaluation_and_rows(omniglot_train, omniglot_test, tmp_pa
     assert len(rows) == 4 and {r["method"] for r in rows} == {"maml", "maml_transductive"}
     rows_file, metrics_file, *_ = results.write_metrics("t", rows, tmp_path, curves=curves)
     assert set(json.loads(metrics_file.read_text())["omniglot"]["20w5s"]) == {"maml", "maml_transductive"}
+
+
+def test_shared_episodes_are_the_other_chapters(omniglot_train, omniglot_test) -> None:
+    """The rows a reader pairs with chapters 00-08: episodes of ``queries`` per class, scored transductively; a setup
+    whose own test episodes are those reuses its transductive result, and computing them gives the same numbers."""
+    own = {k: v for k, v in meta_setups(SETTINGS).items() if k == ("omniglot", 20, 5)}  # test_queries None: K = 5
+    models, _, _ = fit_meta_models("maml", own, {"omniglot": omniglot_train}, notebook="t", seed=0)
+    done = evaluate_adapted("maml", models, own, {"omniglot": omniglot_test}, episodes=3, seed=0)
+    shared = shared_episodes("maml", models, own, {"omniglot": omniglot_test}, episodes=3, seed=0, queries=2,
+                             done=done)
+    assert list(shared) == ["maml_transductive_2q"]
+    computed = shared["maml_transductive_2q"][("omniglot", 20, 5)]
+    assert computed is not done["maml_transductive"][("omniglot", 20, 5)]  # K = 5 queries: other episodes
+    assert all(abs(a * 40 / 100 - round(a * 40 / 100)) < 1e-6 for a in computed.per_episode)  # 2 x 20 queries
+    as_own = {("omniglot", 20, 5): replace(own[("omniglot", 20, 5)], test_queries=2)}
+    again = evaluate_adapted("maml", models, as_own, {"omniglot": omniglot_test}, episodes=3, seed=0)
+    reused = shared_episodes("maml", models, as_own, {"omniglot": omniglot_test}, episodes=3, seed=0, queries=2,
+                             done=again)["maml_transductive_2q"][("omniglot", 20, 5)]
+    assert reused is again["maml_transductive"][("omniglot", 20, 5)]
+    assert (reused.per_episode == computed.per_episode).all()  # computed here = reused: the same episodes
 
 
 def test_reptile_models_per_group_and_the_inner_lr_search(omniglot_train, omniglot_test) -> None:

@@ -201,6 +201,19 @@ def fit_meta_models(method: str, setups: dict[Setting, MetaSetup], train_sets: d
     return models, pd.concat(curves), seconds
 
 
+def _adapted_accuracy(model: torch.nn.Module, setup: MetaSetup, inner: str, protocol: str, sampler: EpisodeSampler,
+                      episodes: int, seed: int) -> EvalResult:
+    """``model`` adapted on the support set of each of ``episodes`` seeded episodes of ``sampler`` (``setup``'s test
+    inner loop on the ``inner`` parameters), its queries scored under the BatchNorm ``protocol``."""
+    learner = Adapted(model, inner_steps=setup.test_inner_steps, inner_lr=setup.inner_lr,
+                      names=inner_names(model, inner))
+
+    def predict(ep: Episode) -> torch.Tensor:
+        return learner.outputs(ep.support_x, ep.support_y, ep.query_x, (protocol,))[0].argmax(-1)
+
+    return evaluate(predict, sampler, episodes=episodes, seed=seed)
+
+
 def evaluate_adapted(method: str, models: Mapping[Setting, torch.nn.Module], setups: Mapping[Setting, MetaSetup],
                      test_sets: Mapping[str, ClassDataset], *, episodes: int, seed: int,
                      inner: str = "no_norms") -> dict[str, dict[Setting, EvalResult]]:
@@ -213,15 +226,32 @@ def evaluate_adapted(method: str, models: Mapping[Setting, torch.nn.Module], set
     res: dict[str, dict[Setting, EvalResult]] = {method: {}, f"{method}_transductive": {}}
     for (dataset, ways, shots), model in models.items():
         s = setups[(dataset, ways, shots)]
-        learner = Adapted(model, inner_steps=s.test_inner_steps, inner_lr=s.inner_lr, names=inner_names(model, inner))
         for name, protocol in ((method, "nichol"), (f"{method}_transductive", "transductive")):
-
-            def predict(ep: Episode, learner: Adapted = learner, protocol: str = protocol) -> torch.Tensor:
-                return learner.outputs(ep.support_x, ep.support_y, ep.query_x, (protocol,))[0].argmax(-1)
-
             sampler = EpisodeSampler(test_sets[dataset], ways, shots, protocol_queries(s, shots, protocol))
-            res[name][(dataset, ways, shots)] = evaluate(predict, sampler, episodes=episodes, seed=seed)
+            res[name][(dataset, ways, shots)] = _adapted_accuracy(model, s, inner, protocol, sampler, episodes, seed)
     return res
+
+
+def shared_episodes(method: str, models: Mapping[Setting, torch.nn.Module], setups: Mapping[Setting, MetaSetup],
+                    test_sets: Mapping[str, ClassDataset], *, episodes: int, seed: int, queries: int,
+                    inner: str = "no_norms", done: Mapping[str, Mapping[Setting, EvalResult]] | None = None,
+                    ) -> dict[str, dict[Setting, EvalResult]]:
+    """Each model on the study's shared test episodes, those the other chapters score on (``episodes`` seeded
+    episodes of ``queries`` queries per class, :class:`metalearn.study.Evaluator`'s), so that a reader can pair them:
+    ``{f"{method}_transductive_{queries}q": {setting: result}}``, adapted as :func:`evaluate_adapted` does and scored
+    under the transductive protocol (Nichol et al.'s would cost a forward pass of the support set per query: 300
+    passes of 101 images per Omniglot 20-way 5-shot episode). Where a setup's own test episodes are these
+    (``test_queries == queries``), ``done[f"{method}_transductive"]`` (:func:`evaluate_adapted`'s result) is reused."""
+    name, reuse = f"{method}_transductive_{queries}q", (done or {}).get(f"{method}_transductive", {})
+    out: dict[Setting, EvalResult] = {}
+    for key, model in models.items():
+        s = setups[key]
+        if key in reuse and protocol_queries(s, key[2], "transductive") == queries:
+            out[key] = reuse[key]
+        else:
+            sampler = EpisodeSampler(test_sets[key[0]], key[1], key[2], queries)
+            out[key] = _adapted_accuracy(model, s, inner, "transductive", sampler, episodes, seed)
+    return {name: out}
 
 
 def fit_reptile(method: str, setups: Mapping[Setting, MetaSetup], train_sets: dict[str, ClassDataset],
