@@ -7,7 +7,7 @@ import torch
 from metalearn.episodes import EpisodeSampler, make_generator
 from metalearn.gradient_study import MetaSetup, backbone, evaluate_adapted, paired_by_setting
 from metalearn.models import Classifier
-from metalearn.reptile_eval import adapt_support, evaluate_protocols
+from metalearn.reptile_eval import adapt_support, evaluate_protocols, shared_episodes
 
 KEY = ("omniglot", 5, 5)
 SETUPS = {KEY: MetaSetup(steps=1, tasks=1, inner_steps=1, inner_lr=0.4, test_inner_steps=2)}
@@ -78,3 +78,23 @@ def test_minibatch_adaptation_refuses_a_partial_names_list(omniglot_test) -> Non
     head = [n for n, _ in model.named_parameters() if n.startswith("head")]
     with pytest.raises(ValueError, match="adapts every parameter.*head|batch=None"):
         adapt_support(model, ep.support_x[0], ep.support_y[0], steps=1, inner_lr=0.1, names=head, batch=5)
+
+
+def test_shared_episodes_reuse_or_rescore_with_the_same_rule(omniglot_test) -> None:
+    """The shared rows: a setting whose own test episodes have ``queries`` per class reuses its transductive result;
+    another is adapted again with the same minibatch rule on episodes of ``queries`` per class, and gives the numbers
+    that setting would have with those test queries."""
+    model, sets, batch = _model(omniglot_test), {"omniglot": omniglot_test}, {"omniglot 5w5s": 5}
+    own = evaluate_protocols("r", {KEY: model}, SETUPS, sets, episodes=2, seed=0, eval_batch=batch)  # 5 queries
+    shared = shared_episodes("r", {KEY: model}, SETUPS, sets, episodes=2, seed=0, queries=3, eval_batch=batch,
+                             done=own)
+    assert list(shared) == ["r_transductive_3q"]
+    computed = shared["r_transductive_3q"][KEY]
+    assert computed is not own["r_transductive"][KEY]
+    assert abs(computed.per_episode * 15 / 100 - (computed.per_episode * 15 / 100).round()).max() < 1e-6  # 5 x 3
+    as_own = {KEY: MetaSetup(**vars(SETUPS[KEY]) | {"test_queries": 3})}
+    again = evaluate_protocols("r", {KEY: model}, as_own, sets, episodes=2, seed=0, eval_batch=batch)
+    assert (again["r_transductive"][KEY].per_episode == computed.per_episode).all()
+    reused = shared_episodes("r", {KEY: model}, as_own, sets, episodes=2, seed=0, queries=3, eval_batch=batch,
+                             done=again)["r_transductive_3q"][KEY]
+    assert reused is again["r_transductive"][KEY]

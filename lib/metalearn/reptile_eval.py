@@ -13,11 +13,13 @@ episode and both rows are scored from it, on the same episodes. The non-transduc
 (the first of each class's queries, a uniform draw from its non-support images: Nichol's one per class, each costing a
 forward pass of the whole support set); the transductive row scores all the episode's queries (K per class, or the
 setup's ``test_queries``), the episodes of :func:`metalearn.gradient_study.evaluate_adapted` for the same seed.
+:func:`shared_episodes` scores the same rule on the study's shared test episodes, which the summary pairs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 import torch
 from torch import nn
@@ -100,3 +102,23 @@ def evaluate_protocols(method: str, models: Mapping[Setting, nn.Module], setups:
             per_episode = torch.stack(values).cpu().numpy()
             res[name][key] = EvalResult(*mean_ci95(per_episode), episodes, per_episode)
     return res
+
+
+def shared_episodes(method: str, models: Mapping[Setting, nn.Module], setups: Mapping[Setting, MetaSetup],
+                    test_sets: Mapping[str, ClassDataset], *, episodes: int, seed: int, queries: int,
+                    eval_batch: Mapping[str, int] | None = None,
+                    done: Mapping[str, Mapping[Setting, EvalResult]] | None = None) -> dict[str, dict[Setting, EvalResult]]:
+    """Reptile's test-time rule (:func:`evaluate_protocols`, every parameter adapting on ``eval_batch``'s minibatches)
+    on the study's shared test episodes, those the other chapters score on (``episodes`` seeded episodes of
+    ``queries`` queries per class), under the transductive protocol: ``{f"{method}_transductive_{queries}q":
+    {setting: result}}``. A setting whose own test episodes are these (``test_queries == queries``) reuses
+    ``done[f"{method}_transductive"]``; the others are adapted again, on the shared episodes' support sets (more
+    queries per class draw other support images)."""
+    reuse = (done or {}).get(f"{method}_transductive", {})
+    todo = {k: m for k, m in models.items() if k not in reuse or (setups[k].test_queries or k[2]) != queries}
+    labels = {setting_label(k) for k in todo}
+    computed = evaluate_protocols(method, todo, {k: replace(setups[k], test_queries=queries) for k in todo},
+                                  test_sets, episodes=episodes, seed=seed, protocols=("transductive",),
+                                  eval_batch={k: b for k, b in (eval_batch or {}).items() if k in labels})
+    return {f"{method}_transductive_{queries}q": {k: computed[f"{method}_transductive"][k] if k in todo else reuse[k]
+                                                   for k in models}}
