@@ -1,6 +1,7 @@
 # Entry points (README "Quick start"):
 #   make reports   set up .venv if missing, then `dvc repro` (every stage at study scale)
 #   make test      set up .venv if missing, then ruff + unit tests + nbval on every notebook
+#   make test-fast the same without the slow tests (DVC queue, torchrun, browser: pytest -m slow)
 #   make paper     every chapter at the papers' budgets (for a GPU), at most MINUTES of training per call;
 #                  exits with status 75 "not finished" until done: repeat the same call
 MINUTES ?= 8
@@ -13,14 +14,14 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup reports paper test lint clean-scratch
+.PHONY: setup reports paper test test-fast lint clean-scratch
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" || true
 	$(BIN)/python -c "import torch, papermill, nbval, dvc"  # fail here if the install did not succeed
 	$(BIN)/pip install -q --no-deps torchmeta==1.8.0 2>&1 | grep -v "^WARNING: Location" || true
-	$(BIN)/python -c "import metalearn.torchmeta_compat, torchmeta"  # fail here if torchmeta is unusable
+	$(BIN)/python -c "import metalearn.datasets.torchmeta_compat, torchmeta"  # fail here if torchmeta is unusable
 	$(BIN)/python -m ipykernel install --sys-prefix --name metalearn --display-name "Python (metalearn)" >/dev/null
 	touch $@
 
@@ -30,13 +31,16 @@ reports: setup
 	dvc repro
 
 paper: setup
-	python -m metalearn.pipeline all --scale paper --minutes $(MINUTES)
+	python -m metalearn.study.pipeline all --scale paper --minutes $(MINUTES)
 
 lint: setup
 	ruff check lib tests notebooks
 
 test: setup lint
 	pytest --nbval-lax --nbval-kernel-name python3 tests notebooks
+
+test-fast: setup lint
+	pytest -m "not slow" --nbval-lax --nbval-kernel-name python3 tests notebooks
 
 clean-scratch:
 	rm -rf scratch

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from metalearn.data import load_cifar_fs, load_omniglot
-from metalearn.episodes import ClassDataset
+
+from metalearn.core.episodes import ClassDataset
+from metalearn.datasets.fetch import load_cifar_fs, load_omniglot
 
 ROOT = Path(__file__).resolve().parents[1]
 # the mirror as a local folder (the tests serve it over loopback HTTP, corrupt copies of it, and compare

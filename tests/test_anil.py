@@ -6,13 +6,14 @@ import copy
 
 import pytest
 import torch
-from metalearn.anil import anil_meta_loss, body_and_head, layer_similarity, linear_cka
-from metalearn.inner_loop import head_names
-from metalearn.maml import meta_loss
-from metalearn.meta_train import train_maml
-from metalearn.models import mlp
 from torch import nn
 
+from metalearn.core.inner_loop import head_names
+from metalearn.core.models import mlp
+from metalearn.gradient.anil import layer_similarity, linear_cka
+from metalearn.gradient.maml import train_maml
+from metalearn.gradient.outer_loop import meta_loss
+from metalearn.gradient.task_batched import anil_meta_loss, body_and_head
 from tests.test_maml import conv_net, episode
 
 

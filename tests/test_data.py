@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from metalearn import data
-from metalearn.data import ChecksumError, DataUnavailableError, RemoteFile
+
+from metalearn.datasets import fetch as data
+from metalearn.datasets.fetch import ChecksumError, DataUnavailableError, RemoteFile
 
 from .conftest import SHARED_DATA, requires_mirror
 

@@ -8,15 +8,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from metalearn.distributed import GradientAverager, ShardSampler, maml_network, parse_args
-from metalearn.episodes import ClassDataset, EpisodeSampler, make_generator
-from metalearn.meta_train import train_maml
+
+from metalearn.core.episodes import ClassDataset, EpisodeSampler, make_generator
+from metalearn.gradient.maml import train_maml
+from metalearn.study.distributed import GradientAverager, ShardSampler, maml_network, parse_args
 
 SETTINGS = dict(ways=3, shots=1, queries=2, tasks=4, steps=3, inner_steps=1, inner_lr=0.4, hidden=8, seed=0)
 
 
 def _omniglot() -> ClassDataset:
-    from metalearn.data import load_omniglot
+    from metalearn.datasets.fetch import load_omniglot
 
     return ClassDataset.from_numpy(*load_omniglot("train"), name="omniglot/train")
 
@@ -37,12 +38,13 @@ def test_shards_of_a_meta_batch_are_its_tasks_in_order():
         parse_args(["--out", "x.pt", "--tasks", "0"])
 
 
+@pytest.mark.slow
 def test_torchrun_over_two_processes_equals_one_process(tmp_path: Path):
     """2 gloo processes, 2 of the 4 tasks each: the averaged meta-gradient of every step and the weights after 3
     steps equal those of the plain trainer on all 4 tasks in one process."""
     torchrun = Path(sys.executable).with_name("torchrun")
     cli = [f"--{k.replace('_', '-')}={v}" for k, v in SETTINGS.items()]
-    done = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "metalearn.distributed",
+    done = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "metalearn.study.distributed",
                            "--dataset", "omniglot", "--dtype", "float64", *cli, "--out", str(tmp_path / "two.pt"),
                            "--trace", str(tmp_path / "two_gradients.pt")],
                           capture_output=True, text=True, timeout=300)

@@ -6,7 +6,8 @@ import math
 
 import pytest
 import torch
-from metalearn.episodes import (
+
+from metalearn.core.episodes import (
     ClassDataset,
     EpisodeSampler,
     augment_episode,

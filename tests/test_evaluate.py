@@ -6,9 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from metalearn.episodes import EpisodeSampler
-from metalearn.evaluate import EvalResult, Validation, evaluate, mean_ci95, paired_difference
 from scipy import stats
+
+from metalearn.core.episodes import EpisodeSampler
+from metalearn.core.evaluate import EvalResult, Validation, evaluate, mean_ci95, paired_difference
 
 
 def test_mean_ci95_matches_normal_interval():

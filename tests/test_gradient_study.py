@@ -7,25 +7,26 @@ import json
 from dataclasses import replace
 
 import pytest
-from metalearn import results
-from metalearn.gradient_study import (
+
+from metalearn.core import results
+from metalearn.core.strided_conv4 import StridedConv4
+from metalearn.gradient.maml import train_maml
+from metalearn.study.gradient import (
     Selection,
     difference_column,
     equal_time,
     evaluate_adapted,
     fit_meta_models,
-    fit_reptile,
     inner_names,
     meta_setups,
     paired_by_setting,
     protocol_queries,
-    reptile_inner_lr_search,
     result_rows,
     setting_label,
     shared_episodes,
     with_steps,
 )
-from metalearn.strided_conv4 import StridedConv4
+from metalearn.study.reptile_eval import fit_reptile, reptile_inner_lr_search
 
 SETTINGS = {"omniglot_5way": dict(steps=1, tasks=2, inner_steps=1, inner_lr=0.4, train_queries=1, test_inner_steps=1),
             "omniglot_20way": dict(steps=1, tasks=1, inner_steps=2, inner_lr=0.1, train_queries=1, test_inner_steps=2,
@@ -50,7 +51,8 @@ def test_meta_setups_read_the_parameters() -> None:
 
 def test_shared_models_evaluation_and_rows(omniglot_train, omniglot_test, tmp_path) -> None:
     setups = {k: v for k, v in meta_setups(SETTINGS).items() if k[1] == 20}
-    models, curves, seconds = fit_meta_models("maml", setups, {"omniglot": omniglot_train}, notebook="t", seed=0)
+    models, curves, seconds = fit_meta_models("maml", setups, {"omniglot": omniglot_train}, train_fn=train_maml,
+                                              notebook="t", seed=0)
     assert models[("omniglot", 20, 1)] is models[("omniglot", 20, 5)]  # one model trained on 1-shot tasks
     assert list(curves.setting.unique()) == ["20w1s"]
     res = evaluate_adapted("maml", models, setups, {"omniglot": omniglot_test}, episodes=3, seed=0)
@@ -75,7 +77,8 @@ def test_shared_episodes_are_the_other_chapters(omniglot_train, omniglot_test) -
     """The rows a reader pairs with chapters 00-08: episodes of ``queries`` per class, scored transductively; a setup
     whose own test episodes are those reuses its transductive result, and computing them gives the same numbers."""
     own = {k: v for k, v in meta_setups(SETTINGS).items() if k == ("omniglot", 20, 5)}  # test_queries None: K = 5
-    models, _, _ = fit_meta_models("maml", own, {"omniglot": omniglot_train}, notebook="t", seed=0)
+    models, _, _ = fit_meta_models("maml", own, {"omniglot": omniglot_train}, train_fn=train_maml, notebook="t",
+                                   seed=0)
     done = evaluate_adapted("maml", models, own, {"omniglot": omniglot_test}, episodes=3, seed=0)
     shared = shared_episodes("maml", models, own, {"omniglot": omniglot_test}, episodes=3, seed=0, queries=2,
                              done=done)
@@ -115,7 +118,8 @@ def test_papers_backbone_inner_loop_and_selection_on_validation_classes(omniglot
     setups = {("omniglot", 5, 1): meta_setups(SETTINGS)[("omniglot", 5, 1)]}
     setups = {k: type(s)(**(vars(s) | {"steps": 4})) for k, s in setups.items()}
     selection = Selection({"omniglot": omniglot_test}, episodes=2, every=2)
-    models, curves, _ = fit_meta_models("maml", setups, {"omniglot": omniglot_train}, notebook="t", seed=0,
+    models, curves, _ = fit_meta_models("maml", setups, {"omniglot": omniglot_train}, train_fn=train_maml,
+                                        notebook="t", seed=0,
                                         selection=selection)
     model = models[("omniglot", 5, 1)]
     assert isinstance(model.backbone, StridedConv4) and model.head.in_features == 64
@@ -124,7 +128,8 @@ def test_papers_backbone_inner_loop_and_selection_on_validation_classes(omniglot
     assert "head.weight" in names and not any(n.endswith(("1.weight", "1.bias")) for n in names)
     assert inner_names(model, "all") is None and inner_names(model, "head") == ["head.weight", "head.bias"]
     with pytest.raises(ValueError, match="inner must be one of"):
-        fit_meta_models("maml", setups, {"omniglot": omniglot_train}, notebook="t", seed=0, inner="body")
+        fit_meta_models("maml", setups, {"omniglot": omniglot_train}, train_fn=train_maml, notebook="t", seed=0,
+                        inner="body")
 
 
 def test_settings_named_by_label_get_their_own_budget() -> None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from metalearn.hypernetwork import HyperConv, HyperConv4, KernelHyperNetwork, TaskHyperNet, parameter_count
-from metalearn.models import Conv4
-from metalearn.protonet import ProtoNet
+
+from metalearn.core.models import Conv4
+from metalearn.metric.protonet import ProtoNet
+from metalearn.model_based.hypernetwork import HyperConv, HyperConv4, KernelHyperNetwork, TaskHyperNet, parameter_count
 
 
 def test_kernel_hypernetwork_shapes_and_parameter_count() -> None:

@@ -9,14 +9,16 @@ from functools import partial
 import pytest
 import torch
 import torch.nn.functional as F
-from metalearn.episodes import Episode, EpisodeSampler, make_generator
-from metalearn.fast_maml import batched_meta_loss, parallel_meta_loss
-from metalearn.inner_loop import adapt, batch_statistics, head_names, parameters, query_outputs, without_norms
-from metalearn.maml import Adapted, meta_loss
-from metalearn.maml_benchmark import IMPLEMENTATIONS, check_gradients, compare, step_flops
-from metalearn.meta_train import train_maml
-from metalearn.models import Classifier, conv4_for
-from metalearn.regression import (
+from torch import nn
+from torch.func import functional_call
+
+from metalearn.core.episodes import Episode, EpisodeSampler, make_generator
+from metalearn.core.inner_loop import Adapted, adapt, batch_statistics, head_names, parameters, query_outputs, without_norms
+from metalearn.core.models import Classifier, conv4_for
+from metalearn.core.strided_conv4 import StridedConv4
+from metalearn.gradient.maml import train_maml
+from metalearn.gradient.outer_loop import meta_loss
+from metalearn.gradient.regression import (
     SinusoidSampler,
     adapted_mse,
     choose_inner_lr,
@@ -24,10 +26,9 @@ from metalearn.regression import (
     sinusoid_mlp,
     task_mse,
 )
-from metalearn.reptile import joint_gradient, reptile_direction, train_reptile
-from metalearn.strided_conv4 import StridedConv4
-from torch import nn
-from torch.func import functional_call
+from metalearn.gradient.reptile import joint_gradient, reptile_direction, train_reptile
+from metalearn.gradient.task_batched import batched_meta_loss, parallel_meta_loss
+from metalearn.study.maml_benchmark import IMPLEMENTATIONS, check_gradients, compare, step_flops
 
 WAYS, SHOTS, QUERIES, TASKS = 5, 1, 3, 2
 

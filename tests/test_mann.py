@@ -6,8 +6,9 @@ import math
 
 import pytest
 import torch
-from metalearn.episodes import ClassDataset, EpisodeSampler, make_generator
-from metalearn.mann import (
+
+from metalearn.core.episodes import ClassDataset, EpisodeSampler, make_generator
+from metalearn.model_based.mann import (
     MANN,
     cosine_read_weights,
     downscale,
@@ -178,7 +179,7 @@ def test_bad_sizes_are_refused() -> None:
 
 def test_instance_validation_scores_the_chosen_presentation_and_refuses_bad_settings() -> None:
     data, _, _ = _sequences()
-    from metalearn.mann import InstanceValidation
+    from metalearn.model_based.mann import InstanceValidation
 
     model = _mann().float()
     val = InstanceValidation(data, episodes=4, every=2, instance=2, instances=4)

@@ -6,8 +6,9 @@ import math
 
 import pytest
 import torch
-from metalearn.episodes import ClassDataset, EpisodeSampler, make_generator
-from metalearn.meta_networks import FastWeightNet, MetaNetwork, preprocess_gradient, rotate_classes
+
+from metalearn.core.episodes import ClassDataset, EpisodeSampler, make_generator
+from metalearn.model_based.meta_networks import FastWeightNet, MetaNetwork, preprocess_gradient, rotate_classes
 
 
 def test_gradient_preprocessing_is_andrychowicz_with_p_7() -> None:

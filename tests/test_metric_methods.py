@@ -6,14 +6,16 @@ import copy
 
 import pytest
 import torch
-from metalearn.episodes import ClassDataset, EpisodeSampler, make_generator
-from metalearn.fewshot import episode_scores, predictor, train_episodic
-from metalearn.matching_net import MatchingNet
-from metalearn.meta_gnn import Adjacency, GraphConv, MetaGNN
-from metalearn.models import Conv4
-from metalearn.protonet import ProtoNet, prototype_logits
-from metalearn.relation_net import RelationNet
-from metalearn.siamese import SiameseNet, sample_pairs, train_siamese
+
+from metalearn.core.episodes import ClassDataset, EpisodeSampler, make_generator
+from metalearn.core.models import Conv4
+from metalearn.core.prototypes import prototype_logits
+from metalearn.metric.episodic import episode_scores, predictor, train_episodic
+from metalearn.metric.matching_net import MatchingNet
+from metalearn.metric.meta_gnn import Adjacency, GraphConv, MetaGNN
+from metalearn.metric.protonet import ProtoNet
+from metalearn.metric.relation_net import RelationNet
+from metalearn.metric.siamese import SiameseNet, sample_pairs, train_siamese
 
 
 def _models(ways: int) -> dict[str, torch.nn.Module]:
@@ -120,7 +122,7 @@ def test_siamese_loss_falls(small_omniglot):
 
 
 def test_task_shift_formats(small_omniglot):
-    from metalearn.task_shift import as_cifar_format, as_omniglot_format
+    from metalearn.datasets.task_shift import as_cifar_format, as_omniglot_format
 
     rgb = ClassDataset(torch.randint(0, 256, (3, 4, 3, 32, 32), dtype=torch.uint8), ["a", "b", "c"])
     grey = as_omniglot_format(rgb)
@@ -153,7 +155,7 @@ def test_matching_cosine_scale_sharpens_the_paper_attention():
 
 
 def test_embed_support_query_splits_one_batched_call():
-    from metalearn.fewshot import embed_support_query
+    from metalearn.metric.episodic import embed_support_query
 
     torch.manual_seed(0)
     backbone = Conv4().eval()
@@ -210,7 +212,7 @@ def test_augmented_episodic_and_pair_training_run(small_omniglot):
 
 
 def test_gnn_with_the_official_fc_embedding_head(small_omniglot):
-    from metalearn.meta_gnn import FCEmbedding
+    from metalearn.metric.meta_gnn import FCEmbedding
 
     torch.manual_seed(0)
     model = MetaGNN(FCEmbedding(Conv4(), 64), ways=5, hidden=16)

@@ -8,18 +8,19 @@ import shutil
 
 import pytest
 import torch
-from metalearn import source
-from metalearn.episodes import EpisodeSampler
-from metalearn.meta_train import train_maml
-from metalearn.model_store import fit_modules, model_key
-from metalearn.models import Classifier, conv4_for
-from metalearn.protonet import ProtoNet
-from metalearn.study import fit
-from metalearn.train import DEADLINE_ENV, BudgetExhausted
+
+from metalearn.core import source
+from metalearn.core.episodes import EpisodeSampler
+from metalearn.core.model_store import fit_modules, model_key
+from metalearn.core.models import Classifier, conv4_for
+from metalearn.core.train import DEADLINE_ENV, BudgetExhausted
+from metalearn.gradient.maml import train_maml
+from metalearn.metric.protonet import ProtoNet
+from metalearn.study.experiment import fit
 
 
 def _protonet_key(sampler):
-    from metalearn.fewshot import train_episodic
+    from metalearn.metric.episodic import train_episodic
 
     model = ProtoNet(conv4_for((1, 28, 28), hidden=8))
     return model_key({"name": "p"}, train_episodic, model, sampler)
@@ -40,7 +41,7 @@ def lib_copy(tmp_path, monkeypatch):
     def edit(module: str) -> None:
         copy = tmp_path / f"lib{next(copies)}"
         shutil.copytree(source.LIB, copy, ignore=shutil.ignore_patterns("__pycache__"))
-        path = copy / f"{module}.py"
+        path = copy / source.path_of(module)
         path.write_text(path.read_text() + "\n# an edit\n")
         monkeypatch.setattr(source, "LIB", copy)
 
@@ -48,8 +49,9 @@ def lib_copy(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("module, protonet_changes, maml_changes", [
-    ("plotting", False, False), ("results", False, False), ("maml_benchmark", False, False),
-    ("protonet", True, False), ("maml", False, True), ("models", True, True), ("train", True, True),
+    ("study.plotting", False, False), ("core.results", False, False), ("study.maml_benchmark", False, False),
+    ("metric.protonet", True, False), ("gradient.maml", False, True), ("gradient.fomaml", False, False),
+    ("gradient.outer_loop", False, True), ("core.models", True, True), ("core.train", True, True),
 ])
 def test_key_follows_the_fits_imports(omniglot_train, lib_copy, module, protonet_changes, maml_changes):
     sampler = EpisodeSampler(omniglot_train, 5, 1, 1)
@@ -61,18 +63,19 @@ def test_key_follows_the_fits_imports(omniglot_train, lib_copy, module, protonet
 
 def test_source_is_a_snapshot(lib_copy, tmp_path):
     """A file edited after the process read it does not change the key: the key describes the code that runs."""
-    lib_copy("plotting")
-    before = source.source_hashes(["protonet"])
-    (source.LIB / "protonet.py").write_text("# edited while a run goes on\n")
-    assert source.source_hashes(["protonet"]) == before
+    lib_copy("study.plotting")
+    before = source.source_hashes(["metric.protonet"])
+    (source.LIB / "metric" / "protonet.py").write_text("# edited while a run goes on\n")
+    assert source.source_hashes(["metric.protonet"]) == before
 
 
 def test_fit_modules_are_the_closure():
-    from metalearn.fewshot import train_episodic
+    from metalearn.metric.episodic import train_episodic
 
     mods = fit_modules(train_episodic, ProtoNet(conv4_for((1, 28, 28), hidden=8)))
-    assert {"fewshot", "train", "protonet", "models", "episodes"} <= set(mods)
-    assert not {"plotting", "results", "maml", "maml_benchmark", "data", "pipeline"} & set(mods)
+    assert {"metric.episodic", "core.train", "metric.protonet", "core.models", "core.episodes"} <= set(mods)
+    assert not {"study.plotting", "core.results", "gradient.maml", "study.maml_benchmark", "datasets.fetch",
+                "study.pipeline"} & set(mods)
     assert model_key({"f": len}, len).config == {"f": "builtins.len"}  # a callable by name, not by address
     assert model_key({"s": {3, 1, 2}}).config == {"s": [1, 2, 3]}
     with pytest.raises(TypeError, match="cannot be part of a model's key"):
@@ -98,8 +101,8 @@ def test_models_are_stored_reused_and_retrained(omniglot_train, tmp_path, capsys
     first, curve = _fit(sampler, 4, models_dir=str(models))
     assert "proto: training (no stored model" in capsys.readouterr().out
     record = json.loads((models / "nb" / "proto.json").read_text())
-    assert record["steps"] == 4 and record["history"][-1]["step"] == 4 and "protonet.py" in record["sources"]
-    assert "plotting.py" not in record["sources"]
+    assert record["steps"] == 4 and record["history"][-1]["step"] == 4 and "metric/protonet.py" in record["sources"]
+    assert "study/plotting.py" not in record["sources"]
     state = torch.load(models / "nb" / "proto.pt", weights_only=True)
     assert set(state) == set(first.state_dict())  # a plain state_dict
 
@@ -173,9 +176,9 @@ def _key_line(capsys, sampler, models, model, name="proto", **kw):
 def test_what_the_key_sees(omniglot_train, omniglot_test, tmp_path, capsys):
     """The data's contents, the model's plain settings and initial weights, and a generated task's settings are
     part of the key, not only names and layers."""
-    from metalearn.matching_net import MatchingNet
-    from metalearn.meta_train import train_maml
-    from metalearn.regression import SinusoidSampler, sinusoid_mlp
+    from metalearn.gradient.maml import train_maml
+    from metalearn.gradient.regression import SinusoidSampler, sinusoid_mlp
+    from metalearn.metric.matching_net import MatchingNet
 
     models = tmp_path / "models"
     torch.manual_seed(0)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from metalearn.episodes import make_generator
-from metalearn.fingerprints import distinct_smiles, load_fingerprints, morgan_fingerprints
-from metalearn.molecules import TaskEpisodes, _from_rows, can_draw, draw_support, load_moleculenet, unpack_bits
 from rdkit import Chem
 from rdkit.Chem import rdFingerprintGenerator
+
+from metalearn.core.episodes import make_generator
+from metalearn.datasets.fingerprints import distinct_smiles, load_fingerprints, morgan_fingerprints
+from metalearn.datasets.molecules import TaskEpisodes, _from_rows, can_draw, draw_support, load_moleculenet, unpack_bits
 
 
 def test_fingerprints_match_rdkit_and_unparsable_smiles_are_marked():
@@ -107,7 +108,7 @@ def test_tox21_few_shot_split_on_the_real_data():
     """The benchmark's 3 test tasks, with the 8 unparsable molecules ([AlH3]) skipped and counted."""
     test = load_moleculenet("tox21", "test")
     assert test.task_names == ["SR-HSE", "SR-MMP", "SR-p53"]
-    from metalearn.data import load_molecules
+    from metalearn.datasets.fetch import load_molecules
     table = load_molecules("tox21")
     for t, name in enumerate(test.task_names):
         labelled = table[name].notna()

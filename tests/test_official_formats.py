@@ -13,7 +13,8 @@ import tarfile
 
 import numpy as np
 import pandas as pd
-from metalearn import data
+
+from metalearn.datasets import fetch as data
 
 from .conftest import SHARED_DATA, requires_mirror
 

@@ -1,4 +1,4 @@
-"""The published numbers as data (``metalearn.papers``): every entry names a row the committed results table has, no
+"""The published numbers as data (``metalearn.study.papers``): every entry names a row the committed results table has, no
 two entries share a key, values lie in their metric's range, and a plain method id gets the transductive paper
 number marked not comparable."""
 
@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from metalearn import papers
-from metalearn.results import INT_COLUMNS, METRICS, PERCENT_METRICS
+
+from metalearn.core.results import INT_COLUMNS, METRICS, PERCENT_METRICS
+from metalearn.study import papers
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -89,3 +90,19 @@ def test_paper_table():
     assert str(table.ways.dtype) == "Int64" and table.comparable.dtype == bool
     assert not table.duplicated(["notebook", "method", "dataset", "ways", "shots", "metric", "instance",
                                  "adapt_steps"]).any()
+
+
+def test_notebooks_read_paper_numbers_from_papers_py():
+    """No notebook types a published number: each reads them from :mod:`metalearn.study.papers`."""
+    import ast
+    import json
+    from pathlib import Path
+
+    values = {p.value for p in papers.PAPERS}
+    for nb in sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb")):
+        for cell in json.loads(nb.read_text())["cells"]:
+            if cell["cell_type"] != "code":
+                continue
+            typed = [n.value for n in ast.walk(ast.parse("".join(cell["source"])))
+                     if isinstance(n, ast.Constant) and isinstance(n.value, float) and n.value in values]
+            assert not typed, f"{nb.name} types the published numbers {typed}: read them with papers.lookup"

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from metalearn.episodes import EpisodeSampler, augment_images
-from metalearn.evaluate import evaluate
-from metalearn.models import Classifier, Conv4, conv4_for, mlp
-from metalearn.pretrain import (
+
+from metalearn.background.pretrain import (
     baseline_predictors,
     embed_episode,
     fit_linear_head,
     pretrain,
 )
-from metalearn.protonet import class_prototypes, prototype_logits
+from metalearn.core.episodes import EpisodeSampler, augment_images
+from metalearn.core.evaluate import evaluate
+from metalearn.core.models import Classifier, Conv4, conv4_for, mlp
+from metalearn.core.prototypes import class_prototypes, prototype_logits
 
 
 def test_class_prototypes_are_class_means():

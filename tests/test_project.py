@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from metalearn.pipeline import notebook_parameters
 from packaging.requirements import Requirement
 from papermill.inspection import inspect_notebook
+
+from metalearn.study.pipeline import notebook_parameters
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))

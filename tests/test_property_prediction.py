@@ -7,9 +7,11 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
-from metalearn.molecules import MoleculeTasks
-from metalearn.multitask import FineTuned, LabelledPairs, MultitaskNet, fingerprint_body, train_multitask
-from metalearn.property_prediction import (
+from torch import nn
+
+from metalearn.datasets.molecules import MoleculeTasks
+from metalearn.drugs.multitask import FineTuned, LabelledPairs, MultitaskNet, fingerprint_body, train_multitask
+from metalearn.drugs.property_prediction import (
     AdaptedScorer,
     FrozenBody,
     NearestNeighbours,
@@ -24,7 +26,6 @@ from metalearn.property_prediction import (
     task_metrics,
     wins,
 )
-from torch import nn
 
 
 def _tasks(sizes=(40, 60, 9), seed=0, bits=64) -> MoleculeTasks:
@@ -191,7 +192,7 @@ def test_fsmol_baselines_from_the_authors_files():
 def test_frozen_body_scorers_embed_each_task_once_and_score_as_on_fingerprints():
     """ProtoNet, k-NN and ANIL score the embeddings of a task's molecules computed once for every size and draw; the
     table equals scoring each draw's fingerprints, and a wrong embedding would change it."""
-    from metalearn.protonet import ProtoNet
+    from metalearn.metric.protonet import ProtoNet
 
     data = _tasks(sizes=(40, 60, 9, 300), bits=64)
     torch.manual_seed(0)

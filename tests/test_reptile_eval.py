@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from metalearn.episodes import EpisodeSampler, make_generator
-from metalearn.gradient_study import MetaSetup, backbone, evaluate_adapted, paired_by_setting
-from metalearn.models import Classifier
-from metalearn.reptile_eval import adapt_support, evaluate_protocols, shared_episodes
+
+from metalearn.core.episodes import EpisodeSampler, make_generator
+from metalearn.core.models import Classifier
+from metalearn.study.gradient import MetaSetup, backbone, evaluate_adapted, paired_by_setting
+from metalearn.study.reptile_eval import adapt_support, evaluate_protocols, shared_episodes
 
 KEY = ("omniglot", 5, 5)
 SETUPS = {KEY: MetaSetup(steps=1, tasks=1, inner_steps=1, inner_lr=0.4, test_inner_steps=2)}

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from metalearn import results
+
+from metalearn.core import results
 
 ROOT = Path(__file__).resolve().parents[1]
 CURVES = pd.DataFrame({"step": [0, 1, 0], "loss": [2.0, 1.5, 1.0], "accuracy": [20.0, 40.0, 60.0],

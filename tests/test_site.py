@@ -14,7 +14,8 @@ from pathlib import Path
 import nbformat
 import pandas as pd
 import pytest
-from metalearn import site
+
+from metalearn.study import site
 
 ROOT = Path(__file__).resolve().parents[1]
 REPORTS = ROOT / "reports"
@@ -58,7 +59,7 @@ def test_readme_chapter_table_matches_the_results() -> None:
     expected = site.readme_table(pd.read_csv(REPORTS / "results.csv"), REPORTS)
     text = (ROOT / "README.md").read_text()
     block = text.split(site.README_START, 1)[1].split(site.README_END, 1)[0].strip()
-    assert block == expected, "README's chapter table is stale: run python -m metalearn.site --readme README.md"
+    assert block == expected, "README's chapter table is stale: run python -m metalearn.study.site --readme README.md"
 
 
 def test_index_links_every_chapter_and_the_plots_page() -> None:
@@ -142,6 +143,7 @@ def _visit(driver, url: str, origin: str) -> dict[str, list]:
     return {k: v for k, v in problems.items() if v}
 
 
+@pytest.mark.slow
 def test_every_page_in_a_real_browser(browser, server: str) -> None:
     pages = ["index.html", *(f"site/{c}.html" for c in site.chapters(REPORTS)), "site/plots/index.html"]
     bad = {}
@@ -156,6 +158,7 @@ def test_every_page_in_a_real_browser(browser, server: str) -> None:
     assert not bad, json.dumps(bad, indent=1)[:4000]
 
 
+@pytest.mark.slow
 def test_chapter_math_is_typeset(browser, server: str) -> None:
     browser.get(f"{server}/site/09_maml.html")
     assert browser.execute_async_script(_WAIT_FOR_MATH), "MathJax did not load"

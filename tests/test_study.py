@@ -8,12 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from metalearn.episodes import ClassDataset, EpisodeSampler
-from metalearn.evaluate import EvalResult, PairedDifference, Validation
-from metalearn.fewshot import predictor
-from metalearn.models import Conv4
-from metalearn.protonet import ProtoNet
-from metalearn.study import (
+
+from metalearn.core.episodes import ClassDataset, EpisodeSampler
+from metalearn.core.evaluate import EvalResult, PairedDifference, Validation
+from metalearn.core.models import Conv4
+from metalearn.metric.episodic import predictor
+from metalearn.metric.protonet import ProtoNet
+from metalearn.study.experiment import (
     Evaluator,
     Reference,
     budget_extrapolation,
@@ -70,9 +71,9 @@ def test_paper_summary_says_within_missed_or_no_number():
 
 
 def test_task_shift_compares_each_model_with_the_native_one(omniglot_test, cifar_splits):
-    from metalearn.models import conv4_for
-    from metalearn.study import task_shift
-    from metalearn.task_shift import as_cifar_format, as_omniglot_format
+    from metalearn.core.models import conv4_for
+    from metalearn.datasets.task_shift import as_cifar_format, as_omniglot_format
+    from metalearn.study.experiment import task_shift
 
     cifar = ClassDataset.from_numpy(*cifar_splits["test"], name="cifar_fs/test")
     omni = ClassDataset(omniglot_test.images[:40], omniglot_test.class_names[:40], name="omniglot/test")
@@ -88,7 +89,7 @@ def test_task_shift_compares_each_model_with_the_native_one(omniglot_test, cifar
 
 
 def test_task_shift_results_give_one_row_per_shifted_model(omniglot_test, cifar_splits):
-    from metalearn.models import conv4_for
+    from metalearn.core.models import conv4_for
 
     cifar = ClassDataset.from_numpy(*cifar_splits["test"], name="cifar_fs/test")
     omni = ClassDataset(omniglot_test.images[:40], omniglot_test.class_names[:40], name="omniglot/test")
@@ -172,7 +173,7 @@ def test_a_reference_measured_otherwise_is_not_comparable():
 
 
 def test_against_pairs_with_another_chapters_episodes_and_refuses_other_episodes(omniglot_test, tmp_path):
-    from metalearn.results import write_episodes
+    from metalearn.core.results import write_episodes
 
     evaluator = Evaluator({"omniglot": omniglot_test}, {"omniglot": 30}, queries=2, seed=0)
     torch.manual_seed(0)
@@ -208,7 +209,7 @@ def test_floor_extrapolations_target_the_baseline_only_where_below_it():
     assert list(out["setting"]) == ["cifar_fs 5w1s"] and out.loc[0, "x budget"] == "4"
 
 def test_learning_curves_figure_has_both_panels():
-    from metalearn.plotting import learning_curves
+    from metalearn.study.plotting import learning_curves
 
     curves = pd.DataFrame({"model": ["a", "a", "a"], "step": [1, 2, 2], "seconds": [0.5, 1.0, 1.0],
                            "loss": [2.0, 1.0, float("nan")], "val_accuracy": [float("nan"), float("nan"), 40.0]})

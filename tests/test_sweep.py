@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DVC_YAML = """\
@@ -45,6 +46,7 @@ def _run(args: list[str], cwd: Path, timeout: int = 600) -> str:
     return done.stdout
 
 
+@pytest.mark.slow
 def test_a_two_point_sweep_of_protonet_training_ways_on_the_dvc_queue(tmp_path: Path, monkeypatch):
     bin_dir = Path(sys.executable).parent
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")  # DVC runs cmd with the caller's PATH

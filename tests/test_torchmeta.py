@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import metalearn.torchmeta_compat as tmc
 import pytest
 import torch
-from metalearn.data import load_omniglot
-from metalearn.episodes import EpisodeSampler, make_generator
+
+import metalearn.datasets.torchmeta_compat as tmc
+from metalearn.core.episodes import EpisodeSampler, make_generator
+from metalearn.datasets.fetch import load_omniglot
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from metalearn.episodes import EpisodeSampler
-from metalearn.models import Conv4
-from metalearn.train import DEADLINE_ENV, BudgetExhausted, NonFiniteLoss, lr_scheduler, step_seed, train
+
+from metalearn.core.episodes import EpisodeSampler
+from metalearn.core.models import Conv4
+from metalearn.core.train import DEADLINE_ENV, BudgetExhausted, NonFiniteLoss, lr_scheduler, step_seed, train
 
 
 def _run(omniglot_train, ckpt, steps=12, interrupt_at=None, nan_at=None, validate=None):

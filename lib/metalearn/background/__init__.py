@@ -1,0 +1,1 @@
+"""Background: pre-training & fine-tuning, the baseline every meta-learner has to beat."""

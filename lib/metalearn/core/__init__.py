@@ -1,0 +1,1 @@
+"""The bottom floor: what every method stands on. Imports nothing above it."""

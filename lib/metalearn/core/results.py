@@ -1,0 +1,289 @@
+"""The study's results schema: validated rows, three files per notebook, one tidy table for all of them.
+
+Each notebook makes one call, :func:`write_metrics`, which writes (each file atomically)
+
+- ``<out_dir>/rows/<notebook>.csv``: its rows, with the columns :data:`COLUMNS` (what the ``results`` stage
+  gathers into ``reports/results.csv``, and what other chapters read back with :func:`read_rows`);
+- ``<out_dir>/metrics/<notebook>.json``: the same numbers only, nested by dataset, setting, method and the row's
+  qualifiers (``{"omniglot": {"5w1s": {"protonet": {"accuracy": 98.1, "accuracy_ci95": 0.3}}}}``), for
+  ``dvc metrics show`` / ``dvc metrics diff``;
+- ``<out_dir>/curves/<notebook>.csv``: the training curves (``series, step, seconds, loss[, accuracy]``), and
+  ``<out_dir>/curves/<notebook>_validation.csv``: the validation checks (``series, step, seconds, val_accuracy``:
+  accuracy on episodes of the validation classes, the learning curve models are selected on), for ``dvc plots``.
+
+A chapter whose methods other chapters compare with episode by episode also writes, with :func:`write_episodes`,
+``<out_dir>/episodes/<notebook>.csv``: every test episode's accuracy (``method, dataset, ways, shots, seed, queries,
+data, episode, accuracy``), read back with :func:`read_episodes`.
+
+The ``results`` stage (``python -m metalearn.core.results``) writes ``reports/results.csv`` and the accuracy-vs-shots
+tables ``reports/plots/accuracy_vs_shots_<dataset>_<ways>way.csv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+from numbers import Integral, Real
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from metalearn.core.files import atomic_path
+
+COLUMNS = ["notebook", "method", "variant", "trained_on", "dataset", "ways", "shots", "adapt_steps", "meta_batch",
+           "inner_steps", "instance", "metric", "value", "ci95", "n_test", "scale", "train_seconds", "device", "seed"]
+INT_COLUMNS = ("ways", "shots", "adapt_steps", "meta_batch", "inner_steps", "instance", "n_test", "seed")
+STR_COLUMNS = ("notebook", "method", "variant", "trained_on", "dataset", "metric", "scale", "device")
+# What tells apart the rows of one method in one setting: the implementation, the training set under task shift,
+# adaptation steps at test time, the meta-batch and inner steps of a timed (or trained) meta-step, and the
+# presentation of a class in a sequence (Santoro et al.'s per-instance accuracy).
+QUALIFIERS = ("variant", "trained_on", "adapt_steps", "meta_batch", "inner_steps", "instance")
+METRICS = {"accuracy", "instance_accuracy", "mse", "roc_auc", "delta_auprc", "episodes_per_s", "seconds_per_step",
+           "graph_mb"}
+PERCENT_METRICS = ("accuracy", "instance_accuracy", "roc_auc")
+EPISODE_METRICS = ("accuracy", "instance_accuracy")  # scored on test episodes: >= 600 of them beyond smoke scale
+DATASETS = {"omniglot", "cifar_fs", "sinusoid", "fsmol", "tox21", "sider", "muv", "toxcast"}
+SCALES = {"smoke", "study", "paper"}
+# lib (one task at a time), lib_batched / lib_parallel (fast_maml), lib_head (ANIL's body once per task), and the
+# two reference libraries
+VARIANTS = {"lib", "lib_batched", "lib_parallel", "lib_head", "torchmeta", "higher"}
+METHOD_ID = re.compile(r"^[a-z][a-z0-9_]*$")
+CURVE_COLUMNS = ["series", "step", "seconds", "loss", "accuracy"]  # seconds, accuracy where the training loop logs them
+VALIDATION_COLUMNS = ["series", "step", "seconds", "val_accuracy"]
+
+
+def _int(name: str, value: object) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, Integral) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an int or None, got {value!r} ({type(value).__name__})")
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    return int(value)
+
+
+def _float(name: str, value: object, optional: bool = True) -> float | None:
+    if value is None and optional:
+        return None
+    if not isinstance(value, Real) or isinstance(value, bool):
+        raise TypeError(f"{name} must be a number{' or None' if optional else ''}, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    return float(value)
+
+
+def _choice(name: str, value: object, known: set[str], optional: bool = False) -> str | None:
+    if value is None and optional:
+        return None
+    if value not in known:
+        raise ValueError(f"unknown {name} {value!r}; choose from {sorted(known)}")
+    return str(value)
+
+
+def row(notebook: str, method: str, dataset: str, ways: int | None, shots: int | None, metric: str,
+        value: float, ci95: float | None = None, n_test: int | None = None, *, scale: str,
+        train_seconds: float | None = None, device: str, seed: int, variant: str | None = None,
+        trained_on: str | None = None, adapt_steps: int | None = None, meta_batch: int | None = None,
+        inner_steps: int | None = None, instance: int | None = None) -> dict:
+    """One validated row of the results table, a dict with the keys :data:`COLUMNS` (accuracy and roc_auc in
+    percent). ``method`` is a plain identifier (``maml``, ``protonet_train_5way``); what used to be written into it
+    goes to its own column: ``variant`` (the implementation, one of :data:`VARIANTS`), ``trained_on`` (the data set
+    the model was trained on when it is not ``dataset``: task shift), ``adapt_steps`` (SGD steps on the support set
+    at test time), ``meta_batch`` and ``inner_steps`` (tasks per meta-step and inner-loop steps per task of a timed
+    or trained meta-step), ``instance`` (the n-th presentation of a class in a sequence: the rows of metric
+    ``instance_accuracy``, and only those). ``TypeError`` on a wrong type, ``ValueError`` on a wrong value."""
+    if not isinstance(method, str) or not METHOD_ID.match(method):
+        raise ValueError(f"method must be a plain identifier ({METHOD_ID.pattern}), got {method!r}; settings go to "
+                         f"their own columns ({', '.join(QUALIFIERS)})")
+    for name, text in (("notebook", notebook), ("device", device)):
+        if not isinstance(text, str) or not text:
+            raise TypeError(f"{name} must be a non-empty string, got {text!r}")
+    _choice("metric", metric, METRICS)
+    _choice("dataset", dataset, DATASETS)
+    _choice("scale", scale, SCALES)
+    _choice("variant", variant, VARIANTS, optional=True)
+    if _choice("trained_on", trained_on, DATASETS, optional=True) == dataset:
+        raise ValueError(f"trained_on is for task shift (another data set than {dataset!r}); leave it None")
+    value = _float("value", value, optional=False)
+    if metric in PERCENT_METRICS and not 0 <= value <= 100:
+        raise ValueError(f"{metric} is a percentage in [0, 100], got {value}")
+    ci95, train_seconds = _float("ci95", ci95), _float("train_seconds", train_seconds)
+    if ci95 is not None and ci95 < 0:
+        raise ValueError(f"ci95 must be a half-width >= 0, got {ci95}")
+    ints = {name: _int(name, v) for name, v in (("ways", ways), ("shots", shots), ("adapt_steps", adapt_steps),
+                                                 ("meta_batch", meta_batch), ("inner_steps", inner_steps),
+                                                 ("instance", instance), ("n_test", n_test), ("seed", seed))}
+    if ints["seed"] is None:
+        raise TypeError("seed must be an int")
+    instance = ints["instance"]
+    if (metric == "instance_accuracy") != (instance is not None) or (instance is not None and instance < 1):
+        raise ValueError(f"instance (the n-th presentation, >= 1) goes with the metric instance_accuracy and only with "
+                         f"it; got metric={metric!r}, instance={instance!r}")
+    if metric in EPISODE_METRICS and scale != "smoke" and (ints["n_test"] is None or ints["n_test"] < 600):
+        raise ValueError(f"{scale}-scale {metric} needs >= 600 test episodes, got n_test={n_test}")
+    values = dict(notebook=notebook, method=method, variant=variant, trained_on=trained_on, dataset=dataset,
+                  metric=metric, value=value, ci95=ci95, scale=scale, train_seconds=train_seconds, device=device,
+                  **ints)
+    return {column: values[column] for column in COLUMNS}
+
+
+def setting_key(ways: int | None, shots: int | None) -> str:
+    """The metrics files' setting level: ``"5w1s"``, ``"5shot"`` (no ways, e.g. sinusoid regression), ``"5way"``
+    (no shots) or ``"all"`` (neither)."""
+    if ways is not None and shots is not None:
+        return f"{ways}w{shots}s"
+    if shots is not None:
+        return f"{shots}shot"
+    return f"{ways}way" if ways is not None else "all"
+
+
+def metrics_tree(rows: list[dict]) -> dict:
+    """The rows' numbers nested as ``dataset / setting / method / qualifiers... / metric`` (qualifiers: the row's
+    non-empty :data:`QUALIFIERS`, as ``lib_batched``, ``trained_on_omniglot``, ``adapt_steps_10``, ``meta_batch_32``,
+    ``inner_steps_5``), each metric with its ``<metric>_ci95`` where the row has one. ``ValueError`` if two rows
+    land on the same key."""
+    tree: dict = {}
+    for r in rows:
+        quals = [r[q] if q == "variant" else f"{q}_{r[q]}" for q in QUALIFIERS if r[q] is not None]
+        node = tree
+        for key in (r["dataset"], setting_key(r["ways"], r["shots"]), r["method"], *quals):
+            node = node.setdefault(key, {})
+        if r["metric"] in node:
+            raise ValueError(f"two rows for {'/'.join([r['dataset'], r['method'], *quals, r['metric']])} in "
+                             f"setting {setting_key(r['ways'], r['shots'])}: tell them apart with {QUALIFIERS}")
+        node[r["metric"]] = r["value"]
+        if r["ci95"] is not None:
+            node[f"{r['metric']}_ci95"] = r["ci95"]
+    return tree
+
+
+def write_metrics(notebook: str, rows: list[dict], out_dir: Path, *, curves: pd.DataFrame) -> list[Path]:
+    """Write ``out_dir/{rows,metrics,curves}/<notebook>.{csv,json,csv}`` and ``curves/<notebook>_validation.csv``
+    (see the module docstring), each atomically; ``rows`` come from :func:`row` (validated again here), ``curves``
+    has one row per logged step with the columns ``model`` (the fit's name: one line each), ``step``, ``loss`` and
+    optionally ``seconds``, ``accuracy`` and ``val_accuracy`` (NaN where a step has none). Return the four paths."""
+    checked = [row(**r) for r in rows]
+    bad = [r for r in checked if r["notebook"] != notebook]
+    if bad:
+        raise ValueError(f"rows must come from results.row(...) with notebook={notebook!r}: {bad[:1]}")
+    missing = {"model", "step", "loss"} - set(curves.columns)
+    if missing:
+        raise ValueError(f"curves need the columns model, step, loss; missing {sorted(missing)}")
+    out_dir = Path(out_dir)
+    paths = [out_dir / "rows" / f"{notebook}.csv", out_dir / "metrics" / f"{notebook}.json",
+             out_dir / "curves" / f"{notebook}.csv", out_dir / "curves" / f"{notebook}_validation.csv"]
+    with atomic_path(paths[0]) as tmp:
+        pd.DataFrame(checked, columns=COLUMNS).astype({c: "Int64" for c in INT_COLUMNS}).to_csv(tmp, index=False)
+    with atomic_path(paths[1]) as tmp:
+        tmp.write_text(json.dumps(metrics_tree(checked), indent=1) + "\n")
+    curve = curves.rename(columns={"model": "series"})
+    with atomic_path(paths[2]) as tmp:
+        train_rows = curve[curve["loss"].notna()]
+        train_rows[[c for c in CURVE_COLUMNS if c in curve.columns]].to_csv(tmp, index=False)
+    checks = curve.reindex(columns=VALIDATION_COLUMNS).dropna(subset=["val_accuracy"])
+    with atomic_path(paths[3]) as tmp:
+        checks.to_csv(tmp, index=False)
+    return paths
+
+
+EPISODE_COLUMNS = ["method", "dataset", "ways", "shots", "seed", "queries", "data", "episode", "accuracy"]
+
+
+def write_episodes(notebook: str, per_episode: dict[tuple[str, str, int, int], Any], out_dir: Path, *, seed: int,
+                   queries: int, data: dict[str, str]) -> Path:
+    """Write ``out_dir/episodes/<notebook>.csv`` (atomically): for each ``(method, dataset, ways, shots)``, the
+    accuracies of its test episodes (an array, or an object with ``per_episode``), with the episodes' ``seed``,
+    ``queries`` and the test data's digest (``data[dataset]``), which a reader checks before pairing."""
+    frames = []
+    for (method, dataset, ways, shots), res in per_episode.items():
+        acc = getattr(res, "per_episode", res)
+        frames.append(pd.DataFrame({"method": method, "dataset": dataset, "ways": ways, "shots": shots, "seed": seed,
+                                    "queries": queries, "data": data[dataset], "episode": range(len(acc)),
+                                    "accuracy": acc}))
+    path = Path(out_dir) / "episodes" / f"{notebook}.csv"
+    with atomic_path(path) as tmp:
+        pd.concat(frames, ignore_index=True)[EPISODE_COLUMNS].to_csv(tmp, index=False)
+    return path
+
+
+def read_episodes(path: Path, method: str, dataset: str, ways: int, shots: int, *, seed: int, queries: int,
+                  data: str) -> Any:
+    """The per-episode accuracies ``[n]`` of ``method`` in one setting from a :func:`write_episodes` file; a
+    ``ValueError`` names what differs if they were not drawn like ours (seed, queries, test data)."""
+    table = pd.read_csv(path)
+    if list(table.columns) != EPISODE_COLUMNS:
+        raise ValueError(f"{path}: not an episodes file (columns {EPISODE_COLUMNS})")
+    part = table[(table.method == method) & (table.dataset == dataset) & (table.ways == ways) & (table.shots == shots)]
+    if part.empty:
+        raise ValueError(f"{path} has no episodes of {method} on {dataset} {ways}w{shots}s; run its chapter first")
+    drawn = {"seed": seed, "queries": queries, "data": data}
+    differs = {k: (part[k].iloc[0].item() if hasattr(part[k].iloc[0], "item") else part[k].iloc[0], v)
+               for k, v in drawn.items() if part[k].iloc[0] != v}
+    if differs:
+        raise ValueError(f"{path}: {method} on {dataset} {ways}w{shots}s was tested on other episodes "
+                         f"({', '.join(f'{k} {a!r} vs ours {b!r}' for k, (a, b) in differs.items())}): not paired")
+    return part.sort_values("episode")["accuracy"].to_numpy()
+
+
+def read_rows(path: Path) -> pd.DataFrame:
+    """A notebook's rows file (``rows/<notebook>.csv``) as a table with the columns :data:`COLUMNS` (integers as
+    ``Int64``, gaps as ``<NA>``); ``ValueError`` if it does not follow the schema. A qualifier column that the file
+    lacks (it was written before that qualifier existed) reads as ``<NA>``: the qualifier does not apply to its rows,
+    so adding a qualifier does not invalidate a chapter's results."""
+    path = Path(path)
+    table = pd.read_csv(path, dtype={**{c: "Int64" for c in INT_COLUMNS}, **{c: "str" for c in STR_COLUMNS}})
+    present = [c for c in COLUMNS if c in table.columns or c not in QUALIFIERS]
+    if list(table.columns) != present or (table.notebook != path.stem).any():
+        raise ValueError(f"{path}: rows do not follow the results schema (columns {COLUMNS}, notebook {path.stem})")
+    return table.reindex(columns=COLUMNS).astype({c: "Int64" for c in INT_COLUMNS})
+
+
+def collect(rows_dir: Path, out_csv: Path) -> pd.DataFrame:
+    """Gather every ``rows_dir/*.csv`` into the tidy table ``out_csv`` (written atomically)."""
+    files = sorted(Path(rows_dir).glob("*.csv"))
+    if not files:
+        raise FileNotFoundError(f"no rows files in {rows_dir}; run the notebooks' stages first (dvc repro)")
+    table = pd.concat([read_rows(path) for path in files], ignore_index=True)
+    with atomic_path(Path(out_csv)) as tmp:
+        table.to_csv(tmp, index=False)
+    return table
+
+
+def accuracy_vs_shots(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Test accuracy by shots, one table per ``"<dataset>_<ways>way"`` with the columns ``series`` (``"method
+    (notebook number)"``), ``shots``, ``accuracy``, ``ci95``: the accuracy rows without qualifiers (no task shift,
+    no variant) of every method evaluated at two or more shot counts."""
+    plain = table[(table.metric == "accuracy") & table[list(QUALIFIERS)].isna().all(axis=1)
+                  & table.ways.notna() & table.shots.notna()]
+    plain = plain.assign(series=plain.method + " (" + plain.notebook.str[:2] + ")", accuracy=plain.value)
+    panels = {}
+    for (dataset, ways), panel in plain.groupby(["dataset", "ways"]):
+        counts = panel.groupby("series").shots.nunique()
+        keep = panel[panel.series.isin(counts[counts >= 2].index)]
+        if len(keep):
+            panels[f"{dataset}_{ways}way"] = keep.sort_values(["series", "shots"])[["series", "shots", "accuracy",
+                                                                                     "ci95"]]
+    return panels
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m metalearn.core.results``: the ``results`` stage (tidy table and accuracy-vs-shots tables)."""
+    parser = argparse.ArgumentParser(prog="python -m metalearn.core.results")
+    parser.add_argument("--rows-dir", type=Path, default=Path("reports/rows"))
+    parser.add_argument("--out", type=Path, default=Path("reports/results.csv"))
+    parser.add_argument("--plots-dir", type=Path, default=Path("reports/plots"))
+    args = parser.parse_args(argv)
+    table = collect(args.rows_dir, args.out)
+    print(f"{len(table)} rows -> {args.out}")
+    for name, panel in accuracy_vs_shots(table).items():
+        path = args.plots_dir / f"accuracy_vs_shots_{name}.csv"
+        with atomic_path(path) as tmp:
+            panel.to_csv(tmp, index=False)
+        print(f"{panel.series.nunique()} series -> {path}")
+
+
+if __name__ == "__main__":
+    main()

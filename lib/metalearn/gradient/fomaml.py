@@ -1,0 +1,26 @@
+"""First-order MAML (FOMAML, Finn et al. 2017 §5.2): MAML without the Hessian terms.
+
+MAML's meta-gradient of a task differentiates through the inner loop,
+    ∇_θ L_Q(f_θ') = Π_j (I − α ∇²L_S(θ_j)) ∇_θ' L_Q,
+FOMAML treats the adapted weights as a constant shift of θ (∂θ'/∂θ ≈ I), so the meta-gradient is the query loss's
+gradient at the adapted weights,
+    ∇_θ L_Q(f_θ') ≈ ∇_θ' L_Q(f_θ'),
+which needs no second derivatives: one backward pass per inner step fewer, and no graph of the inner loop to keep.
+Everything else (inner loop, outer loop, test-time rule) is MAML's.
+"""
+
+from __future__ import annotations
+
+from typing import Unpack
+
+from torch import nn
+
+from metalearn.core.inner_loop import TaskSampler
+from metalearn.core.train import TrainResult
+from metalearn.gradient.outer_loop import MetaOptions, meta_train
+
+
+def train_fomaml(model: nn.Module, sampler: TaskSampler, steps: int, **options: Unpack[MetaOptions]) -> TrainResult:
+    """FOMAML: ``steps`` meta-steps with the first-order meta-gradient ∇_θ' L_Q(f_θ'). ``options``:
+    :class:`~metalearn.gradient.outer_loop.MetaOptions`."""
+    return meta_train(model, sampler, steps, first_order=True, **options)

@@ -1,0 +1,122 @@
+"""Reptile (Nichol, Achiam & Schulman 2018): meta-learning without second derivatives.
+
+For each task τ of a batch of n, run k steps of SGD on its data from θ:  θ̃_τ = U^k_τ(θ); then move θ towards
+the adapted weights:
+    θ ← θ + ε (1/n) Σ_τ (θ̃_τ − θ)
+With k = 1, θ̃_τ − θ = −α ∇L_τ(θ): the Reptile direction is (−α times) the gradient of the expected loss, i.e.
+joint (multi-task) training. With k > 1 it is not: its Taylor expansion adds terms that increase the inner product
+of gradients of different batches of the same task, which is what makes the initialisation adapt quickly.
+
+The outer update is run by an ordinary optimizer on a surrogate loss whose gradient is θ − θ̃ (its value is the
+tasks' loss at θ): plain SGD with step size ε then performs exactly θ ← θ + ε(θ̃ − θ).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from metalearn.core.episodes import Episode
+from metalearn.core.inner_loop import LossFn, Params, Tasks, TaskSampler, adapt, batch_statistics, check_inner_loop
+from metalearn.core.train import TrainResult, ValidateFn, train
+
+
+def reptile_direction(model: nn.Module, tasks: Tasks, *, inner_steps: int, inner_lr: float,
+                      inner_batch: int | None = None, loss_fn: LossFn = F.cross_entropy) -> tuple[Params, Tensor]:
+    """(1/n) Σ_τ (θ̃_τ − θ) over the batch's tasks, each adapted by ``inner_steps`` SGD steps on its examples (support
+    and query together: Reptile has no query set), and the mean loss at θ. Each step uses all of them, or, with
+    ``inner_batch``, the next ``inner_batch`` of a random order (Nichol et al.'s minibatches, cycling through the task's
+    data; the order comes from torch's global generator, which the training loop seeds per step)."""
+    theta = {n: p.detach().requires_grad_() for n, p in model.named_parameters()}
+    step = {n: torch.zeros_like(p) for n, p in theta.items()}
+    first_losses = []
+    for sx, sy, qx, qy in zip(tasks.support_x, tasks.support_y, tasks.query_x, tasks.query_y, strict=True):
+        x, y = torch.cat([sx, qx]), torch.cat([sy, qy])
+        with torch.no_grad():
+            first_losses.append(loss_fn(torch.func.functional_call(model, theta, (x,)), y))
+        if inner_batch is None or inner_batch >= len(x):
+            adapted = adapt(model, theta, x, y, steps=inner_steps, inner_lr=inner_lr, first_order=True,
+                            loss_fn=loss_fn)
+        else:
+            order = torch.randperm(len(x), device=x.device).repeat(-(-inner_steps * inner_batch // len(x)))
+            adapted = theta
+            for i in range(inner_steps):
+                batch = order[i * inner_batch:(i + 1) * inner_batch]
+                adapted = adapt(model, adapted, x[batch], y[batch], steps=1, inner_lr=inner_lr, first_order=True,
+                                loss_fn=loss_fn)
+        for n in step:
+            step[n] += (adapted[n] - theta[n]).detach()
+    return {n: s / len(first_losses) for n, s in step.items()}, torch.stack(first_losses).mean()
+
+
+def joint_gradient(model: nn.Module, tasks: Tasks, loss_fn: LossFn = F.cross_entropy) -> Params:
+    """∇_θ (1/n) Σ_τ L_τ(θ) on all of each task's examples (support and query): the direction of joint (multi-task)
+    training, which the k = 1 Reptile direction equals up to the factor −α."""
+    theta = dict(model.named_parameters())
+    loss = torch.stack([loss_fn(torch.func.functional_call(model, theta, (torch.cat([sx, qx]),)), torch.cat([sy, qy]))
+                        for sx, sy, qx, qy in zip(tasks.support_x, tasks.support_y, tasks.query_x, tasks.query_y,
+                                                  strict=True)]).mean()
+    return dict(zip(theta, torch.autograd.grad(loss, list(theta.values())), strict=True))
+
+
+def train_reptile(model: nn.Module, sampler: TaskSampler, steps: int, *, tasks: int = 5, inner_steps: int = 5,
+                  inner_lr: float = 1e-3, inner_batch: int | None = None, lr: float = 1.0, anneal: bool = True,
+                  halve_lr_every: int = 0, outer: str = "sgd", regression: bool = False, seed: int,
+                  checkpoint: Path | None = None, log_every: int = 50, validate: ValidateFn | None = None,
+                  validate_every: int = 0, progress: bool = True, desc: str = "reptile") -> TrainResult:
+    """``steps`` Reptile updates θ ← θ + ε (1/n) Σ (θ̃ − θ) on batches of ``tasks`` tasks (cross-entropy, MSE if
+    ``regression``); ε = ``lr``, annealed linearly to 0 when ``anneal`` (as in Nichol et al.), else halved every
+    ``halve_lr_every`` steps (0: constant). ``inner_batch``: see :func:`reptile_direction`. ``outer="adam"`` feeds
+    θ − θ̃ to Adam as a gradient instead (Nichol et al. §3), the outer optimizer of
+    :func:`metalearn.gradient.maml.train_maml`. ``validate`` / ``validate_every``: model selection on validation tasks,
+    see :func:`metalearn.core.train.train`."""
+    check_inner_loop(model, inner_steps, inner_lr, None)
+    if inner_steps < 1:
+        raise ValueError("Reptile needs inner_steps >= 1 (with 0 it does not move)")
+    if inner_batch is not None and inner_batch < 1:
+        raise ValueError(f"inner_batch must be >= 1 (or None for full batches), got {inner_batch}")
+    if outer not in ("sgd", "adam"):
+        raise ValueError(f"outer must be 'sgd' or 'adam', got {outer!r}")
+    loss_fn = F.mse_loss if regression else F.cross_entropy
+    opt = (torch.optim.SGD if outer == "sgd" else torch.optim.Adam)(model.parameters(), lr=lr)
+    if anneal:
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 1 - t / max(steps, 1))
+    else:
+        sched = torch.optim.lr_scheduler.StepLR(opt, halve_lr_every, 0.5) if halve_lr_every > 0 else None
+
+    def step_loss(m: nn.Module, batch: Any) -> tuple[Tensor, dict[str, float]]:
+        direction, task_loss = reptile_direction(m, batch, inner_steps=inner_steps, inner_lr=inner_lr,
+                                                 inner_batch=inner_batch, loss_fn=loss_fn)
+        # value: the tasks' loss at θ (what the curve shows); gradient: θ − θ̃
+        surrogate = task_loss + sum(((p - p.detach()) * -direction[n]).sum() for n, p in m.named_parameters())
+        return surrogate, {}
+
+    return train(model, step_loss, lambda step, g: sampler.sample(tasks, g), steps, opt, seed=seed, scheduler=sched,
+                 checkpoint=checkpoint, log_every=log_every, validate=validate, validate_every=validate_every,
+                 progress=progress, desc=desc)
+
+
+def adapt_support(model: nn.Module, support_x: torch.Tensor, support_y: torch.Tensor, *, steps: int,
+                  inner_lr: float, names: list[str], batch: int | None) -> Params:
+    """θ' after ``steps`` SGD steps on one task's support set ``support_x [n, C, H, W]``, ``support_y [n]``
+    (BatchNorm: each step's batch statistics; the model is not modified). ``batch=None``: every step on the whole
+    support set, only ``names`` adapting (Finn et al.'s test-time rule); else minibatches of ``batch`` examples in a
+    random order from torch's global generator, every parameter adapting (Nichol et al.'s, the inner loop of
+    :func:`~metalearn.gradient.reptile.reptile_direction` on a task whose data is the support set)."""
+    theta = {n: p.detach().requires_grad_(n in names) for n, p in model.named_parameters()}
+    if batch is not None and set(names) != set(theta):
+        frozen = sorted(set(theta) - set(names))
+        raise ValueError(f"minibatch adaptation (batch={batch}) adapts every parameter, as Nichol et al.'s; names "
+                         f"leaves out {frozen}: pass every parameter name or batch=None")
+    with batch_statistics(model):
+        if batch is None:
+            return adapt(model, theta, support_x, support_y, steps=steps, inner_lr=inner_lr, first_order=True,
+                         names=names)
+        empty = support_y[None, :0]  # no query set: Reptile's inner loop runs on all of the task's data
+        task = Episode(support_x[None], support_y[None], support_x[None, :0], empty, classes=empty)
+        direction, _ = reptile_direction(model, task, inner_steps=steps, inner_lr=inner_lr, inner_batch=batch)
+    return {n: (theta[n] + direction[n]).detach() for n in theta}

@@ -1,0 +1,1 @@
+"""Model-based meta-learning: MANN, Meta Networks, HyperNetworks."""

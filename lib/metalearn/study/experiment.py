@@ -1,0 +1,311 @@
+"""Notebook glue shared by the method chapters: train a named model (resumable), evaluate each
+(model, setting) once on the fixed test episodes, compare with the papers' numbers (a table and its one-line-per-
+setting summary), and measure the drop under task shift (a table and its results rows)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from torch import nn
+
+from metalearn.core.episodes import ClassDataset, EpisodeSampler
+from metalearn.core.evaluate import EvalResult, PairedDifference, Validation, evaluate, mean_ci95, paired_difference
+from metalearn.core.model_store import ModelStore, describe_model, model_key
+from metalearn.core.results import read_episodes, row
+from metalearn.core.train import TrainResult
+from metalearn.datasets.task_shift import as_cifar_format, as_omniglot_format
+from metalearn.metric.episodic import predictor, train_episodic
+
+Data = EpisodeSampler | ClassDataset  # what a fit trains on: episodes, or a class dataset (pre-training, pairs)
+
+
+def fit(name: str, model: nn.Module, data: Data, steps: int, *, notebook: str, seed: int,
+        checkpoint_dir: str = "", models_dir: str = "", read_only: bool = False, lr: float = 1e-3,
+        halve_lr_every: int = 0, validation: Validation | None = None,
+        train_fn: Callable[..., TrainResult] = train_episodic, **train_kwargs: object) -> tuple[pd.DataFrame, float]:
+    """Train ``model`` for ``steps`` steps with ``train_fn(model, data, steps, ...)`` (episodic by default;
+    ``train_kwargs`` go to ``train_fn``), or reuse it; return its curve and training seconds.
+
+    The curve has one row per logged step: ``model`` (= ``name``), ``step``, ``seconds`` (training seconds so far),
+    the training ``loss`` (and ``accuracy`` where logged) and, with ``validation``, ``val_accuracy`` at its checks;
+    the model then ends with the weights of its best check (selection on validation classes).
+
+    With ``models_dir``, the final weights are kept in ``<models_dir>/<notebook>/<name>.pt`` and reused while the
+    model's key (configuration, source of the modules the fit imports, torch version) is unchanged; with
+    ``read_only`` they must be there (another notebook's models). With ``checkpoint_dir``, an unfinished run
+    resumes from its state there. One line says whether the model was reused, resumed or trained, and why.
+    """
+    if isinstance(data, EpisodeSampler):
+        what = f"{data.dataset.name}, {data.ways}-way {data.shots}-shot {data.queries}-query episodes"
+        contents = data.dataset.digest
+    elif isinstance(data, ClassDataset):
+        what, contents = data.name, data.digest
+    else:  # generated tasks (e.g. sinusoids): their settings are the data
+        what, contents = data.name, {k: v for k, v in sorted(vars(data).items()) if not k.startswith("_")}
+    selection = {"validation": validation.describe()} if validation is not None else {}
+    config = dict(name=name, data=what, data_contents=contents, steps=steps, lr=lr, halve_lr_every=halve_lr_every,
+                  seed=seed, model=describe_model(model), trainer=f"{train_fn.__module__}.{train_fn.__qualname__}",
+                  **selection, **train_kwargs)
+    key = model_key(config, train_fn, model, data, *([validation.predict] if validation else []),
+                    *train_kwargs.values())
+    store = ModelStore(models_dir, notebook) if models_dir else None
+    why = "no models folder set (smoke scale)"
+    if store is not None:
+        record, why = store.load(name, model, key)
+        if record is not None:
+            model.eval()  # as a trained model is returned
+            print(f"{name}: reused {store.weights(name)} ({record['steps']} steps, key {key.digest[:12]} unchanged)")
+            return _curve(name, record["history"], record.get("validation", [])), record["seconds"]
+        if read_only:
+            raise FileNotFoundError(f"{name}: {why}; the model must come from chapter {notebook} at this scale with "
+                                    f"the same settings (dvc repro {notebook}, or make paper)")
+    ckpt = Path(checkpoint_dir) / f"{notebook}-{name}-{key.digest[:16]}.pt" if checkpoint_dir else None
+    action = "resuming its unfinished run" if ckpt is not None and ckpt.exists() else "training"
+    print(f"{name}: {action} ({why})")
+    if validation is not None:
+        train_kwargs = dict(validate=validation, validate_every=validation.every, **train_kwargs)
+    res = train_fn(model, data, steps, lr=lr, halve_lr_every=halve_lr_every, seed=seed, checkpoint=ckpt,
+                   log_every=max(1, steps // 40), desc=name, **train_kwargs)
+    if store is not None:
+        store.save(name, model, key, steps, res)
+        if ckpt is not None:
+            ckpt.unlink(missing_ok=True)  # finished: the stored weights replace the resume state
+    chosen = (f"; kept step {res.best_step} ({max(v['val_accuracy'] for v in res.validation):.2f}% on validation "
+              "episodes)" if res.best_step is not None else "")
+    print(f"{name}: {steps} steps on {what} in {res.seconds:.0f} s{chosen}"
+          + (f" (resumed at {res.resumed_from})" if res.resumed_from else "")
+          + (f", saved to {store.weights(name)}" if store is not None else ""))
+    return _curve(name, res.history, res.validation), round(res.seconds, 1)
+
+
+def _curve(name: str, history: list[dict], validation: list[dict]) -> pd.DataFrame:
+    """Training rows and validation checks in one table, one row per step (columns missing at a step are NaN)."""
+    curve = pd.DataFrame(history)
+    if validation:
+        curve = pd.concat([curve, pd.DataFrame(validation)]).groupby("step", as_index=False, sort=True).first()
+    return curve.assign(model=name)
+
+
+def fit_refit(name: str, make_model: Callable[[Data], nn.Module], data: Data, refit_data: Data, steps: int, *,
+              validation: Validation, **fit_kwargs: Any) -> tuple[nn.Module, pd.DataFrame, float, int]:
+    """Snell et al.'s protocol: choose the training length on validation classes, then re-train on train + val.
+
+    1. ``<name>-selection``: ``make_model(data)`` trains on ``data`` (the train classes) for ``steps`` steps, scored
+       by ``validation`` (episodes of the validation classes); its best check gives the length ``T``.
+    2. ``<name>``: ``make_model(refit_data)`` (the same initial weights, where the shapes allow: ``make_model``
+       seeds itself) trains on ``refit_data`` (train + val classes) for ``T`` steps with the same recipe (a cosine
+       schedule then anneals over ``T``). No test class is ever seen.
+
+    Return the final model, both runs' curves (the selection's carries ``val_accuracy``), their training seconds
+    together, and ``T``. ``fit_kwargs`` go to :func:`fit` (both runs)."""
+    curve_sel, sec_sel = fit(f"{name}-selection", make_model(data), data, steps, validation=validation,
+                             **fit_kwargs)
+    chosen = int(curve_sel.loc[curve_sel["val_accuracy"].idxmax(), "step"])  # the first best, as in train()
+    model = make_model(refit_data)
+    curve, sec = fit(name, model, refit_data, chosen, **fit_kwargs)
+    return model, pd.concat([curve_sel, curve], ignore_index=True), round(sec_sel + sec, 1), chosen
+
+
+class Evaluator:
+    """Accuracy of a model on the fixed test episodes of a setting, computed once per (model, setting)."""
+
+    def __init__(self, test_sets: dict[str, ClassDataset], episodes: dict[str, int], queries: int, seed: int,
+                 chunk: int | None = None) -> None:
+        self.test_sets, self.episodes, self.queries, self.seed = test_sets, episodes, queries, seed
+        self.chunk = chunk  # tasks per forward pass (memory); the episodes do not depend on it
+        self._cache: dict[tuple, EvalResult] = {}
+
+    def __call__(self, model: nn.Module, dataset: str, ways: int, shots: int, test_data: ClassDataset | None = None,
+                 transductive: bool = False) -> EvalResult:
+        """Accuracy of ``model`` (non-transductive BatchNorm unless ``transductive``; see
+        :func:`metalearn.metric.episodic.predictor`) on the setting's test episodes, or on ``test_data``'s."""
+        key = (id(model), dataset, ways, shots, id(test_data), transductive)
+        if key not in self._cache:
+            sampler = EpisodeSampler(test_data or self.test_sets[dataset], ways, shots, self.queries)
+            self._cache[key] = evaluate(predictor(model, transductive), sampler, episodes=self.episodes[dataset],
+                                        seed=self.seed, chunk=self.chunk)
+        return self._cache[key]
+
+    def against(self, result: EvalResult, episodes_file: str | Path, method: str, dataset: str, ways: int,
+                shots: int) -> PairedDifference:
+        """``result`` minus another chapter's ``method`` on the very same test episodes, read from its
+        :func:`metalearn.core.results.write_episodes` file (checked to be drawn like ours): the paired difference."""
+        other = read_episodes(Path(episodes_file), method, dataset, ways, shots, seed=self.seed, queries=self.queries,
+                              data=self.test_sets[dataset].digest)
+        if len(other) != result.n:
+            raise ValueError(f"{episodes_file} holds {len(other)} {dataset} test episodes of {method}, this chapter "
+                             f"{result.n}: set this chapter's test episodes for {dataset} to {len(other)} to pair them")
+        return paired_difference(result, EvalResult(*mean_ci95(other), len(other), other))
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A published number with the protocol it was measured under. ``comparable=False`` when that protocol differs
+    from ours in a way that moves the number (another backbone, transductive BatchNorm, checkpoints chosen on
+    test): the row then reads "not comparable", never "missed" or "within"."""
+
+    value: float
+    protocol: str = ""
+    comparable: bool = True
+
+
+def paper_comparison(results: dict[tuple[str, int, int], EvalResult],
+                     paper: dict[tuple[str, int, int], float | Reference],
+                     allowed_gap: dict[tuple[str, int], float], protocol: str = "") -> pd.DataFrame:
+    """One row per setting: ours ± CI and our ``protocol``, the paper's number and protocol, the gap, and whether it
+    is within the allowed gap (None without a target, or when the paper's number is not comparable)."""
+    rows = []
+    for (dataset, ways, shots), r in results.items():
+        ref = paper.get((dataset, ways, shots))
+        ref = Reference(ref) if isinstance(ref, int | float) else ref
+        gap = None if ref is None else round(ref.value - r.mean, 2)
+        allowed = allowed_gap.get((dataset, ways))
+        comparable = ref is not None and ref.comparable
+        rows.append({"dataset": dataset, "setting": f"{ways}w{shots}s", "ours": f"{r.mean:.2f} ± {r.ci95:.2f}",
+                     "our protocol": protocol, "paper": None if ref is None else ref.value,
+                     "paper protocol": None if ref is None else ref.protocol, "comparable": comparable,
+                     "gap": gap, "allowed gap": allowed,
+                     "met": None if gap is None or allowed is None or not comparable else gap <= allowed})
+    return pd.DataFrame(rows)
+
+
+def paper_summary(comparison: pd.DataFrame, method: str = "", *, ours: str = "ours",
+                  extra: Sequence[str] = ()) -> str:
+    """One line per row of a :func:`paper_comparison` table (which may carry a ``method`` column and more): the
+    method, data set and setting, our accuracy labelled ``ours`` (e.g. ``"transductive"``), the ``extra`` columns
+    (text as it is, numbers as signed differences), then the paper's number, the gap and the verdict: ``within the
+    2.0-point target``, ``MISSED by 1.3 points beyond the 2.0-point target``, ``not comparable (<the paper's
+    protocol>)``, ``no target`` or ``no paper number``."""
+    records = comparison.to_dict("records")
+    names = [rec.get("method", method) for rec in records]
+    width = max(map(len, names), default=0)
+    lines = []
+    for name, rec in zip(names, records, strict=True):
+        cells = [f"{ours} {rec['ours']}"] + [
+            f"{c} {rec[c] if isinstance(rec[c], str) else '–' if pd.isna(rec[c]) else format(rec[c], '+.2f')}"
+            for c in extra]
+        if pd.isna(rec["paper"]):
+            verdict = "no paper number"
+        elif not rec.get("comparable", True):
+            verdict = f"paper {rec['paper']}, gap {rec['gap']:+.2f}: not comparable ({rec['paper protocol']})"
+        elif pd.isna(rec["met"]):
+            verdict = f"paper {rec['paper']}, gap {rec['gap']:+.2f}, no target"
+        else:
+            status = "within" if rec["met"] else f"MISSED by {rec['gap'] - rec['allowed gap']:.1f} points beyond"
+            verdict = f"paper {rec['paper']}, gap {rec['gap']:+.2f}: {status} the {rec['allowed gap']}-point target"
+        lines.append(f"{name:{width}s} {rec['dataset']:8s} {rec['setting']}: {', '.join(cells)} | {verdict}")
+    return "\n".join(lines)
+
+
+def validation_episodes(val_set: ClassDataset, shots: int, *, queries: int, episodes: int, every: int, ways: int = 5,
+                        predict: Callable[[nn.Module], Any] = predictor) -> Validation:
+    """The study's model selection: ``episodes`` fixed ``ways``-way ``shots``-shot episodes of the validation classes,
+    scored every ``every`` steps with the method's test-time rule ``predict(model)``."""
+    return Validation(EpisodeSampler(val_set, ways, shots, queries), predict, episodes=episodes, every=every)
+
+
+def against_baseline(evaluate_on: Evaluator, comparison: pd.DataFrame, results: dict[tuple[str, int, int], EvalResult],
+                     episodes_file: str | Path, method: str = "nearest_centroid",
+                     dataset: str = "cifar_fs") -> dict[tuple[str, int, int], PairedDifference]:
+    """Each ``dataset`` result minus chapter 00's ``method`` on the same test episodes (paired); adds the column
+    ``"vs ch. 00 centroid (paired)"`` to ``comparison`` (a :func:`paper_comparison` table of ``results``, in order)
+    and returns the differences."""
+    pairs = {k: evaluate_on.against(r, episodes_file, method, *k) for k, r in results.items() if k[0] == dataset}
+    comparison["vs ch. 00 centroid (paired)"] = [
+        f"{pairs[k].mean:+.2f} ± {pairs[k].ci95:.2f}" if k in pairs else "–" for k in results]
+    return pairs
+
+
+def extrapolations(comparison: pd.DataFrame, curves: pd.DataFrame, model_for: dict[tuple[str, int, int], str],
+                   x: str = "seconds") -> pd.DataFrame:
+    """:func:`budget_extrapolation` for every row of a :func:`paper_comparison` table that misses its target and
+    whose model (``model_for[(dataset, ways, shots)]``, a name in ``curves``) has a validation curve: one row each
+    with the points missing beyond the target, the fitted points per doubling, and the budget it asks for."""
+    rows = []
+    for rec in comparison.to_dict("records"):
+        ways, shots = (int(v) for v in rec["setting"][:-1].split("w"))
+        name = model_for.get((rec["dataset"], ways, shots))
+        if rec["met"] is not False or name is None:
+            continue
+        curve = curves[curves["model"] == name]
+        missing = rec["gap"] - rec["allowed gap"]
+        if "val_accuracy" not in curve or curve["val_accuracy"].notna().sum() < 4:
+            continue
+        e = budget_extrapolation(curve, missing, x)
+        rows.append({"setting": f"{rec['dataset']} {rec['setting']}", "model": name,
+                     "missing beyond target": round(missing, 2),
+                     "points per doubling": round(e["points_per_doubling"], 2), f"trained ({x})": round(e["last"]),
+                     f"needed ({x})": f"{e['needed']:.3g}", "x budget": f"{e['factor']:.3g}"})
+    return pd.DataFrame(rows)
+
+
+def floor_extrapolations(vs_baseline: dict[tuple[str, int, int], PairedDifference], curves: pd.DataFrame,
+                         model_for: dict[tuple[str, int, int], str], x: str = "seconds") -> pd.DataFrame:
+    """:func:`extrapolations` with chapter 00's pre-trained nearest centroid as the target (the floor): for each
+    setting whose paired difference to it (:func:`against_baseline`) is below 0, the budget the model's validation
+    curve asks for to reach it."""
+    floor = pd.DataFrame([{"dataset": d, "setting": f"{w}w{s}s", "gap": -diff.mean, "allowed gap": 0.0,
+                           "met": diff.mean >= 0} for (d, w, s), diff in vs_baseline.items()])
+    return extrapolations(floor, curves, model_for, x)
+
+
+def budget_extrapolation(curve: pd.DataFrame, gap: float, x: str = "seconds") -> dict[str, float]:
+    """How much more budget a missed target asks for, from a run's validation curve.
+
+    Fits ``val_accuracy = a + b ln(x)`` to the second half of the checks (``x``: training ``seconds`` or ``step``)
+    and solves for the ``x`` at which the fit gains ``gap`` more points. Assumptions, to state beside the answer:
+    accuracy keeps growing log-linearly (it saturates eventually, so this is a lower bound on the budget), the same
+    recipe is kept (a cosine schedule stretched over the longer run), and the validation-to-test offset stays.
+    Return ``points_per_doubling`` (b ln 2), ``last`` (the run's ``x``), ``needed`` and ``factor`` (needed/last;
+    inf when the fit does not grow)."""
+    checks = curve.dropna(subset=["val_accuracy"])
+    checks = checks[checks[x] > 0]
+    if len(checks) < 4:
+        raise ValueError(f"need at least 4 validation checks to extrapolate, got {len(checks)}")
+    tail = checks.iloc[len(checks) // 2:]
+    b, _a = np.polyfit(np.log(tail[x].to_numpy(float)), tail["val_accuracy"].to_numpy(float), 1)
+    last = float(checks[x].iloc[-1])
+    factor = float(np.exp(gap / b)) if b > 0 else float("inf")
+    return {"points_per_doubling": float(b * np.log(2)), "last": last, "needed": last * factor, "factor": factor}
+
+
+def task_shift(evaluate_on: Evaluator, method: str, model_for: Callable[[str, int], nn.Module],
+               shifted: dict[str, ClassDataset], shots: tuple[int, ...] = (1, 5), ways: int = 5) -> pd.DataFrame:
+    """Robustness under task shift: the model trained on one data set (``model_for(dataset, shots)``) is tested
+    on the other data set's test classes in its own format (``shifted[evaluated_on]``), and compared with the model
+    trained on the test tasks' own data set. One row per (shift, shots), with the :class:`EvalResult` of each."""
+    rows = []
+    for trained_on, evaluated_on in (("omniglot", "cifar_fs"), ("cifar_fs", "omniglot")):
+        for k in shots:
+            r = evaluate_on(model_for(trained_on, k), evaluated_on, ways, k, test_data=shifted[evaluated_on])
+            native = evaluate_on(model_for(evaluated_on, k), evaluated_on, ways, k)
+            rows.append({"method": method, "trained on": trained_on, "tested on": evaluated_on, "ways": ways,
+                         "shots": k, "setting": f"{ways}w{k}s", "shift": f"{trained_on}→{evaluated_on}",
+                         "model trained on the test set": native.mean, "shifted model": r.mean, "ci95": r.ci95,
+                         "drop": native.mean - r.mean, "result": r})
+    return pd.DataFrame(rows)
+
+
+def task_shift_results(notebook: str, evaluate_on: Evaluator, methods: Sequence[str],
+                       model_for: Callable[[str, str, int], nn.Module], train_seconds: Callable[[str, str, int], float],
+                       ways: int = 5, **row_kwargs: Any) -> tuple[pd.DataFrame, list[dict]]:
+    """:func:`task_shift` of each of ``methods`` (its model trained on a data set for a number of shots:
+    ``model_for(method, trained_on, shots)``) on the evaluator's test sets, each shown in the other data set's image
+    format; return the concatenated table and its ``reports/results.csv`` rows, one per shifted model (method,
+    ``trained_on``, tested data set, setting), with ``train_seconds(method, trained_on, shots)``; ``row_kwargs``
+    (``scale``, ``device``, ``seed``, ...) go to :func:`metalearn.core.results.row`."""
+    tests = evaluate_on.test_sets
+    shifted = {"cifar_fs": as_omniglot_format(tests["cifar_fs"]), "omniglot": as_cifar_format(tests["omniglot"])}
+    table = pd.concat([task_shift(evaluate_on, m, partial(model_for, m), shifted, ways=ways) for m in methods],
+                      ignore_index=True)
+    rows = [row(notebook, rec["method"], rec["tested on"], rec["ways"], rec["shots"], "accuracy", rec["result"].mean,
+                rec["result"].ci95, rec["result"].n, trained_on=rec["trained on"],
+                train_seconds=train_seconds(rec["method"], rec["trained on"], rec["shots"]), **row_kwargs)
+            for rec in table.to_dict("records")]
+    return table, rows

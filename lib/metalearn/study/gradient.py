@@ -1,0 +1,262 @@
+"""Notebook glue shared by the gradient-based chapters (MAML, FOMAML, Reptile, ANIL): the few-shot settings and their
+budgets (a notebook's nested ``settings`` parameter), one meta-trained classifier per setting on the papers'
+backbones, Reptile's minibatch sizes and inner learning-rate search, and the test accuracy after adaptation under both
+BatchNorm protocols (Nichol et al.'s non-transductive one and the transductive one)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import MISSING, dataclass, fields, replace
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+
+from metalearn.core.episodes import ClassDataset, Episode, EpisodeSampler
+from metalearn.core.evaluate import EvalResult, PairedDifference, Validation, evaluate, paired_difference
+from metalearn.core.inner_loop import Adapted, adapted_predictor, head_names, without_norms
+from metalearn.core.models import Classifier, conv4_for
+from metalearn.core.results import row
+from metalearn.core.strided_conv4 import StridedConv4
+from metalearn.core.train import TrainResult
+from metalearn.study.experiment import fit
+
+Setting = tuple[str, int, int]  # (dataset, ways, shots)
+
+
+@dataclass(frozen=True)
+class MetaSetup:
+    """One setting's meta-training budget and inner loop."""
+
+    steps: int  # meta-steps
+    tasks: int  # meta-batch
+    inner_steps: int
+    inner_lr: float
+    test_inner_steps: int  # SGD steps on the support set at test time
+    train_queries: int | None = None  # query examples per class in training tasks; None: K, the training shots
+    test_queries: int | None = None  # query examples per class in test (and validation) tasks; None: K, the shots
+    train_shots: int | None = None  # shots of the training tasks; None: the setting's own (one model per setting)
+
+
+def setting_group(dataset: str, ways: int) -> str:
+    """The name of a group of settings in the notebooks' ``settings`` parameter: ``"omniglot_20way"``."""
+    return f"{dataset}_{ways}way"
+
+
+def meta_setups(settings: Mapping[str, Mapping[str, Any]]) -> dict[Setting, MetaSetup]:
+    """The 1- and 5-shot settings of each group of a notebook's ``settings`` parameter, ``{"<dataset>_<ways>way":
+    {"steps", "tasks", "inner_steps", "inner_lr", "test_inner_steps"[, "train_queries"][, "test_queries"]
+    [, "train_shots"]}}``: the fields of :class:`MetaSetup` (without ``train_queries`` / ``test_queries``, tasks have
+    K queries per class, as many as their shots, as in Finn et al.'s Omniglot code; with ``train_shots``, one model
+    meta-trained on tasks with that many shots serves both of the group's settings), e.g. Omniglot 5/20-way and
+    CIFAR-FS 5-way."""
+    known = [f.name for f in fields(MetaSetup)]
+    required = [f.name for f in fields(MetaSetup) if f.default is MISSING]
+    setups: dict[Setting, MetaSetup] = {}
+    for group, entry in settings.items():
+        name = re.fullmatch(r"(\w+)_(\d+)way", group)
+        if name is None:
+            raise ValueError(f"settings group {group!r} is not named <dataset>_<ways>way (e.g. omniglot_20way)")
+        missing, unknown = [k for k in required if k not in entry], sorted(set(entry) - set(known))
+        if missing or unknown:
+            raise ValueError(f"settings[{group!r}] lacks {missing} or has unknown {unknown}; its fields are {known}")
+        setup = MetaSetup(**entry)
+        for shots in (1, 5):
+            setups[(name[1], int(name[2]), shots)] = setup
+    return setups
+
+
+def setting_label(key: Setting) -> str:
+    """``"omniglot 5w1s"``: how the notebooks' parameters name a setting."""
+    dataset, ways, shots = key
+    return f"{dataset} {ways}w{shots}s"
+
+
+def with_steps(setups: Mapping[Setting, MetaSetup], steps: Mapping[str, int]) -> dict[Setting, MetaSetup]:
+    """The settings that ``steps`` names (``{"omniglot 5w1s": 1800}``, see :func:`setting_label`) with that many
+    meta-steps: a second model of a setting, matched to another method's seconds or meta-steps."""
+    unknown = sorted(set(steps) - {setting_label(k) for k in setups})
+    if unknown:
+        raise ValueError(f"no setting {unknown}; the settings are {[setting_label(k) for k in setups]}")
+    return {k: replace(s, steps=steps[setting_label(k)]) for k, s in setups.items() if setting_label(k) in steps}
+
+
+def equal_time(setups: Mapping[Setting, MetaSetup], labels: Sequence[str], seconds: Mapping[Setting, float],
+               target_seconds: Mapping[Setting, float]) -> dict[Setting, MetaSetup]:
+    """The settings that ``labels`` name (see :func:`setting_label`), with as many meta-steps (at least one) as take
+    ``target_seconds`` (another method's training time) at the pace measured in ``seconds`` for ``setups``:
+    steps x target / seconds, validation checks included. Training seconds are kept to 0.1 s
+    (:func:`metalearn.study.experiment.fit`), so a run faster than that counts as 0.1 s."""
+    named = {setting_label(k): k for k in setups}
+    unknown = sorted(set(labels) - set(named))
+    if unknown:
+        raise ValueError(f"no setting {unknown}; the settings are {sorted(named)}")
+    steps = {}
+    for label in labels:
+        k = named[label]
+        if not (seconds[k] >= 0 and target_seconds[k] >= 0):
+            raise ValueError(f"{label}: training times must be seconds >= 0, got {seconds[k]} and {target_seconds[k]}")
+        steps[label] = max(1, round(setups[k].steps * target_seconds[k] / max(seconds[k], 0.1)))
+    return with_steps(setups, steps)
+
+
+def paired_by_setting(ours: Mapping[Setting, EvalResult], reference: Mapping[Setting, EvalResult],
+                      ) -> dict[Setting, PairedDifference]:
+    """Ours − reference on the same test episodes, for each of our settings."""
+    return {k: paired_difference(r, reference[k]) for k, r in ours.items()}
+
+
+def difference_column(differences: Mapping[Setting, PairedDifference], keys: Sequence[Setting]) -> list[str]:
+    """A table column: ``"+1.23 ± 0.45"`` for each of ``keys``, ``"–"`` where ``differences`` has none."""
+    return [f"{differences[k].mean:+.2f} ± {differences[k].ci95:.2f}" if k in differences else "–" for k in keys]
+
+
+INNER = ("no_norms", "all", "head")  # what the inner loop adapts: Finn's (all but BatchNorm), everything, ANIL's head
+
+
+def inner_names(model: nn.Module, inner: str) -> list[str] | None:
+    """The parameters the inner loop adapts: ``"no_norms"`` every one but BatchNorm's γ/β (Finn et al.: they learn in
+    the outer loop only), ``"all"`` (None: every one, Reptile), ``"head"`` the last linear layer (ANIL)."""
+    if inner not in INNER:
+        raise ValueError(f"inner must be one of {INNER}, got {inner!r}")
+    return {"no_norms": without_norms, "head": head_names}[inner](model) if inner != "all" else None
+
+
+def backbone(dataset: str, image_shape: tuple[int, int, int]) -> nn.Module:
+    """The gradient-based papers' backbones: on Omniglot Finn et al.'s (and Nichol et al.'s) strided Conv-4 with 64
+    filters; on CIFAR-FS the max-pool Conv-4 with the 32 filters of their miniImageNet network."""
+    if dataset == "omniglot":
+        return StridedConv4(image_shape[0], 64)
+    if dataset == "cifar_fs":
+        return conv4_for(image_shape, hidden=32)
+    raise ValueError(f"no gradient-based backbone for data set {dataset!r}; known: omniglot, cifar_fs")
+
+
+NICHOL_QUERIES = 1  # Nichol et al.'s evaluation: one query per class, each its own forward pass with the support set
+
+
+def protocol_queries(setup: MetaSetup, shots: int, protocol: str) -> int:
+    """Query examples per class of a test or validation episode scored under a BatchNorm ``protocol``: one under
+    ``"nichol"`` (Nichol et al.'s evaluation; each query costs a forward pass of the whole support set), else the
+    setup's ``test_queries`` (K, the shots, if None: Finn et al.'s Omniglot code)."""
+    return NICHOL_QUERIES if protocol == "nichol" else (setup.test_queries or shots)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Model selection on validation classes: every ``every`` meta-steps, the accuracy after adaptation (the setup's
+    test-time inner loop, BatchNorm ``protocol``) on ``episodes`` fixed episodes of ``val_sets[dataset]`` with the
+    model's ways and training shots and :func:`protocol_queries` per class; the run ends with its best check."""
+
+    val_sets: Mapping[str, ClassDataset]
+    episodes: int
+    every: int
+    protocol: str = "transductive"
+
+
+def fit_meta_models(method: str, setups: dict[Setting, MetaSetup], train_sets: dict[str, ClassDataset], *,
+                    notebook: str, seed: int, checkpoint_dir: str = "", models_dir: str = "", read_only: bool = False,
+                    lr: float = 1e-3, inner: str = "no_norms", selection: Selection | None = None,
+                    train_fn: Callable[..., TrainResult], **train_kwargs: object,
+                    ) -> tuple[dict[Setting, Classifier], pd.DataFrame, dict[Setting, float]]:
+    """Meta-train one classifier (:func:`backbone` + linear head) per setting with ``train_fn`` (the method's entry
+    point, e.g. :func:`~metalearn.gradient.fomaml.train_fomaml`; ``train_kwargs`` such as ``cosine`` go to it),
+    adapting ``inner`` (see :func:`inner_names`) in the inner loop, or one per group of settings that share a setup
+    with ``train_shots``; with ``selection``, each run keeps its best check on validation classes. Return the models,
+    the training curves (with ``dataset`` and ``setting`` columns: the training tasks') and the training seconds, by
+    setting. ``checkpoint_dir``,
+    ``models_dir`` and ``read_only``: see :func:`metalearn.study.experiment.fit`."""
+    if inner not in INNER:  # before any work
+        raise ValueError(f"inner must be one of {INNER}, got {inner!r}")
+    trained: dict[Setting, tuple[Classifier, float]] = {}
+    models, curves, seconds = {}, [], {}
+    for (dataset, ways, shots), s in setups.items():
+        key = (dataset, ways, s.train_shots or shots)
+        if key not in trained:
+            data = train_sets[dataset]
+            torch.manual_seed(seed)
+            model = Classifier(backbone(dataset, tuple(data.images.shape[2:])), ways).to(data.device)
+            names = inner_names(model, inner)
+            kwargs = dict(names=names) if names is not None else {}
+            validation = None
+            if selection is not None:
+                val_sampler = EpisodeSampler(selection.val_sets[dataset], ways, key[2],
+                                             protocol_queries(s, key[2], selection.protocol))
+                validation = Validation(val_sampler,
+                                        adapted_predictor(inner_steps=s.test_inner_steps, inner_lr=s.inner_lr,
+                                                          names=names, protocol=selection.protocol),
+                                        episodes=selection.episodes, every=selection.every)
+            curve, sec = fit(f"{method}-{dataset}-{ways}w{key[2]}s", model,
+                             EpisodeSampler(data, ways, key[2], s.train_queries or key[2]), s.steps, notebook=notebook,
+                             seed=seed, checkpoint_dir=checkpoint_dir, models_dir=models_dir, read_only=read_only,
+                             lr=lr, train_fn=train_fn, validation=validation, tasks=s.tasks,
+                             inner_steps=s.inner_steps, inner_lr=s.inner_lr, **kwargs, **train_kwargs)
+            trained[key] = model, sec
+            curves.append(curve.assign(dataset=dataset, setting=f"{ways}w{key[2]}s"))
+        models[(dataset, ways, shots)], seconds[(dataset, ways, shots)] = trained[key]
+    return models, pd.concat(curves), seconds
+
+
+def _adapted_accuracy(model: torch.nn.Module, setup: MetaSetup, inner: str, protocol: str, sampler: EpisodeSampler,
+                      episodes: int, seed: int) -> EvalResult:
+    """``model`` adapted on the support set of each of ``episodes`` seeded episodes of ``sampler`` (``setup``'s test
+    inner loop on the ``inner`` parameters), its queries scored under the BatchNorm ``protocol``."""
+    learner = Adapted(model, inner_steps=setup.test_inner_steps, inner_lr=setup.inner_lr,
+                      names=inner_names(model, inner))
+
+    def predict(ep: Episode) -> torch.Tensor:
+        return learner.outputs(ep.support_x, ep.support_y, ep.query_x, (protocol,))[0].argmax(-1)
+
+    return evaluate(predict, sampler, episodes=episodes, seed=seed)
+
+
+def evaluate_adapted(method: str, models: Mapping[Setting, torch.nn.Module], setups: Mapping[Setting, MetaSetup],
+                     test_sets: Mapping[str, ClassDataset], *, episodes: int, seed: int,
+                     inner: str = "no_norms") -> dict[str, dict[Setting, EvalResult]]:
+    """Each model adapted on the support set of each of ``episodes`` seeded test episodes (its setup's
+    ``test_inner_steps`` SGD steps of the ``inner`` parameters, see :func:`inner_names`), then scored under both
+    BatchNorm protocols, each on its own episodes (:func:`protocol_queries` per class): ``method`` (Nichol et al.'s
+    non-transductive protocol and evaluation: one query per class, normalised with the support set plus itself) and
+    ``f"{method}_transductive"`` (the setup's ``test_queries`` per class, K if None, normalised with the query batch's
+    statistics: Finn et al.'s). Every method scored with the same setups and seed sees the same episodes."""
+    res: dict[str, dict[Setting, EvalResult]] = {method: {}, f"{method}_transductive": {}}
+    for (dataset, ways, shots), model in models.items():
+        s = setups[(dataset, ways, shots)]
+        for name, protocol in ((method, "nichol"), (f"{method}_transductive", "transductive")):
+            sampler = EpisodeSampler(test_sets[dataset], ways, shots, protocol_queries(s, shots, protocol))
+            res[name][(dataset, ways, shots)] = _adapted_accuracy(model, s, inner, protocol, sampler, episodes, seed)
+    return res
+
+
+def shared_episodes(method: str, models: Mapping[Setting, torch.nn.Module], setups: Mapping[Setting, MetaSetup],
+                    test_sets: Mapping[str, ClassDataset], *, episodes: int, seed: int, queries: int,
+                    inner: str = "no_norms", done: Mapping[str, Mapping[Setting, EvalResult]] | None = None,
+                    ) -> dict[str, dict[Setting, EvalResult]]:
+    """Each model on the study's shared test episodes, those the other chapters score on (``episodes`` seeded
+    episodes of ``queries`` queries per class, :class:`metalearn.study.experiment.Evaluator`'s), so that a reader can
+    pair them:
+    ``{f"{method}_transductive_{queries}q": {setting: result}}``, adapted as :func:`evaluate_adapted` does and scored
+    under the transductive protocol (Nichol et al.'s would cost a forward pass of the support set per query: 300
+    passes of 101 images per Omniglot 20-way 5-shot episode). Where a setup's own test episodes are these
+    (``test_queries == queries``), ``done[f"{method}_transductive"]`` (:func:`evaluate_adapted`'s result) is reused."""
+    name, reuse = f"{method}_transductive_{queries}q", (done or {}).get(f"{method}_transductive", {})
+    out: dict[Setting, EvalResult] = {}
+    for key, model in models.items():
+        s = setups[key]
+        if key in reuse and protocol_queries(s, key[2], "transductive") == queries:
+            out[key] = reuse[key]
+        else:
+            sampler = EpisodeSampler(test_sets[key[0]], key[1], key[2], queries)
+            out[key] = _adapted_accuracy(model, s, inner, "transductive", sampler, episodes, seed)
+    return {name: out}
+
+
+def result_rows(notebook: str, res: Mapping[str, Mapping[Setting, EvalResult]], seconds: Mapping[Setting, float],
+                **common: object) -> list[dict]:
+    """One results row per (method, setting) of :func:`evaluate_adapted`'s results (``common``: the keyword
+    arguments of :func:`metalearn.core.results.row` that all of them share, e.g. scale, device, seed)."""
+    return [row(notebook, method, dataset, ways, shots, "accuracy", r.mean, r.ci95, r.n,
+                train_seconds=seconds[(dataset, ways, shots)], **common)
+            for method, by_setting in res.items() for (dataset, ways, shots), r in by_setting.items()]
