@@ -10,9 +10,10 @@ from torch import nn
 
 from metalearn.core.inner_loop import head_names
 from metalearn.core.models import mlp
-from metalearn.gradient.anil import layer_similarity, linear_cka
+from metalearn.core.train import RunOptions
+from metalearn.gradient.anil import layer_similarity, linear_cka, train_anil
 from metalearn.gradient.maml import train_maml
-from metalearn.gradient.outer_loop import meta_loss
+from metalearn.gradient.outer_loop import MetaTraining, meta_loss
 from metalearn.gradient.task_batched import anil_meta_loss, body_and_head
 from tests.test_maml import conv_net, episode
 
@@ -53,8 +54,10 @@ def test_anil_step_on_an_mlp_and_its_errors() -> None:
         anil_meta_loss(model, ep, inner_steps=1, inner_lr=0.1, names=["0.weight"])
     with pytest.raises(ValueError, match="body and head"):
         body_and_head(nn.Sequential(nn.Linear(2, 2), nn.ReLU()))
-    with pytest.raises(ValueError, match="names=head_names"):
-        train_maml(model, None, 1, meta_step="head", seed=0)
+    with pytest.raises(ValueError, match="set inner='head'"):
+        train_maml(model, None, 1, MetaTraining(meta_step="head"), RunOptions(seed=0))
+    with pytest.raises(ValueError, match="ANIL adapts only the head"):
+        train_anil(model, None, 1, MetaTraining(inner="all"), RunOptions(seed=0))
 
 
 def test_train_maml_head_step_matches_the_loop() -> None:
@@ -66,8 +69,8 @@ def test_train_maml_head_step_matches_the_loop() -> None:
     ends = []
     for meta_step in ("loop", "head"):
         model = conv_net()
-        train_maml(model, Sampler(), 1, tasks=2, inner_steps=2, inner_lr=0.3, names=head_names(model),
-                   meta_step=meta_step, seed=0, progress=False)
+        train_anil(model, Sampler(), 1, MetaTraining(tasks=2, inner_steps=2, inner_lr=0.3, inner="head",
+                                                     meta_step=meta_step), RunOptions(seed=0, progress=False))
         ends.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
     assert torch.allclose(ends[0], ends[1], rtol=0, atol=1e-9)
 

@@ -11,6 +11,9 @@ import pytest
 from metalearn.core import results
 from metalearn.core.strided_conv4 import StridedConv4
 from metalearn.gradient.maml import train_maml
+from metalearn.gradient.outer_loop import MetaTraining
+from metalearn.gradient.reptile import ReptileTraining
+from metalearn.study.experiment import FitContext
 from metalearn.study.gradient import (
     Selection,
     difference_column,
@@ -33,6 +36,9 @@ SETTINGS = {"omniglot_5way": dict(steps=1, tasks=2, inner_steps=1, inner_lr=0.4,
                                    train_shots=1),
             "cifar_fs_5way": dict(steps=1, tasks=1, inner_steps=2, inner_lr=0.01, train_queries=2, test_inner_steps=3)}
 
+MAML = MetaTraining(inner="no_norms")  # Finn et al.'s inner loop: every parameter but BatchNorm's
+CTX = FitContext("t", 0)
+
 
 def test_meta_setups_read_the_parameters() -> None:
     setups = meta_setups(SETTINGS)
@@ -51,8 +57,7 @@ def test_meta_setups_read_the_parameters() -> None:
 
 def test_shared_models_evaluation_and_rows(omniglot_train, omniglot_test, tmp_path) -> None:
     setups = {k: v for k, v in meta_setups(SETTINGS).items() if k[1] == 20}
-    models, curves, seconds = fit_meta_models("maml", setups, {"omniglot": omniglot_train}, train_fn=train_maml,
-                                              notebook="t", seed=0)
+    models, curves, seconds = fit_meta_models("maml", setups, {"omniglot": omniglot_train}, train_maml, MAML, CTX)
     assert models[("omniglot", 20, 1)] is models[("omniglot", 20, 5)]  # one model trained on 1-shot tasks
     assert list(curves.setting.unique()) == ["20w1s"]
     res = evaluate_adapted("maml", models, setups, {"omniglot": omniglot_test}, episodes=3, seed=0)
@@ -77,8 +82,7 @@ def test_shared_episodes_are_the_other_chapters(omniglot_train, omniglot_test) -
     """The rows a reader pairs with chapters 00-08: episodes of ``queries`` per class, scored transductively; a setup
     whose own test episodes are those reuses its transductive result, and computing them gives the same numbers."""
     own = {k: v for k, v in meta_setups(SETTINGS).items() if k == ("omniglot", 20, 5)}  # test_queries None: K = 5
-    models, _, _ = fit_meta_models("maml", own, {"omniglot": omniglot_train}, train_fn=train_maml, notebook="t",
-                                   seed=0)
+    models, _, _ = fit_meta_models("maml", own, {"omniglot": omniglot_train}, train_maml, MAML, CTX)
     done = evaluate_adapted("maml", models, own, {"omniglot": omniglot_test}, episodes=3, seed=0)
     shared = shared_episodes("maml", models, own, {"omniglot": omniglot_test}, episodes=3, seed=0, queries=2,
                              done=done)
@@ -100,12 +104,13 @@ def test_reptile_models_per_group_and_the_inner_lr_search(omniglot_train, omnigl
     setups = meta_setups({"omniglot_5way": SETTINGS["omniglot_5way"],
                           "omniglot_20way": SETTINGS["omniglot_20way"] | {"tasks": 1}})
     sizes = {"omniglot_5way": 3, "omniglot_20way": 4}
-    models, curves, seconds = fit_reptile("reptile", setups, {"omniglot": omniglot_train}, sizes, notebook="t", seed=0)
+    models, curves, seconds = fit_reptile("reptile", setups, {"omniglot": omniglot_train}, sizes, ReptileTraining(),
+                                          CTX)
     assert list(models) == list(setups) and models[("omniglot", 20, 1)] is models[("omniglot", 20, 5)]
     assert list(curves.setting.unique()) == ["5w1s", "5w5s", "20w1s"] and set(seconds) == set(setups)
     grid, chosen = reptile_inner_lr_search(setups, {"omniglot": omniglot_train}, {"omniglot": omniglot_test}, sizes,
-                                           {"omniglot": [0.05, 0.2]}, steps=1, episodes=2, notebook="t",
-                                           seed=0)
+                                           {"omniglot": [0.05, 0.2]}, ReptileTraining(), CTX, steps=1,
+                                           episodes=2)
     assert list(grid.columns) == ["dataset", "inner lr", "validation accuracy"] and list(grid["inner lr"]) == [0.05, 0.2]
     best = grid.loc[grid["validation accuracy"].idxmax(), "inner lr"]
     assert {s.inner_lr for s in chosen.values()} == {best}
@@ -118,9 +123,8 @@ def test_papers_backbone_inner_loop_and_selection_on_validation_classes(omniglot
     setups = {("omniglot", 5, 1): meta_setups(SETTINGS)[("omniglot", 5, 1)]}
     setups = {k: type(s)(**(vars(s) | {"steps": 4})) for k, s in setups.items()}
     selection = Selection({"omniglot": omniglot_test}, episodes=2, every=2)
-    models, curves, _ = fit_meta_models("maml", setups, {"omniglot": omniglot_train}, train_fn=train_maml,
-                                        notebook="t", seed=0,
-                                        selection=selection)
+    models, curves, _ = fit_meta_models("maml", setups, {"omniglot": omniglot_train}, train_maml, MAML, CTX,
+                                        selection)
     model = models[("omniglot", 5, 1)]
     assert isinstance(model.backbone, StridedConv4) and model.head.in_features == 64
     assert curves.dropna(subset=["val_accuracy"]).step.tolist() == [2, 4]
@@ -128,8 +132,7 @@ def test_papers_backbone_inner_loop_and_selection_on_validation_classes(omniglot
     assert "head.weight" in names and not any(n.endswith(("1.weight", "1.bias")) for n in names)
     assert inner_names(model, "all") is None and inner_names(model, "head") == ["head.weight", "head.bias"]
     with pytest.raises(ValueError, match="inner must be one of"):
-        fit_meta_models("maml", setups, {"omniglot": omniglot_train}, train_fn=train_maml, notebook="t", seed=0,
-                        inner="body")
+        fit_meta_models("maml", setups, {"omniglot": omniglot_train}, train_maml, MetaTraining(inner="body"), CTX)
 
 
 def test_settings_named_by_label_get_their_own_budget() -> None:

@@ -16,8 +16,9 @@ from metalearn.core.episodes import Episode, EpisodeSampler, make_generator
 from metalearn.core.inner_loop import Adapted, adapt, batch_statistics, head_names, parameters, query_outputs, without_norms
 from metalearn.core.models import Classifier, conv4_for
 from metalearn.core.strided_conv4 import StridedConv4
+from metalearn.core.train import RunOptions
 from metalearn.gradient.maml import train_maml
-from metalearn.gradient.outer_loop import meta_loss
+from metalearn.gradient.outer_loop import MetaTraining, meta_loss
 from metalearn.gradient.regression import (
     SinusoidSampler,
     adapted_mse,
@@ -26,7 +27,7 @@ from metalearn.gradient.regression import (
     sinusoid_mlp,
     task_mse,
 )
-from metalearn.gradient.reptile import joint_gradient, reptile_direction, train_reptile
+from metalearn.gradient.reptile import ReptileTraining, joint_gradient, reptile_direction, train_reptile
 from metalearn.gradient.task_batched import batched_meta_loss, parallel_meta_loss
 from metalearn.study.maml_benchmark import IMPLEMENTATIONS, check_gradients, compare, step_flops
 
@@ -182,8 +183,8 @@ def test_reptile_with_adam_and_one_step_takes_the_joint_training_step() -> None:
             return ep
 
     joint_model = copy.deepcopy(model)
-    train_reptile(model, Fixed(), 1, tasks=TASKS, inner_steps=1, inner_lr=alpha, lr=lr, outer="adam", anneal=False,
-                  seed=0, progress=False)
+    train_reptile(model, Fixed(), 1, ReptileTraining(tasks=TASKS, inner_steps=1, inner_lr=alpha, lr=lr, outer="adam",
+                                                     anneal=False), RunOptions(seed=0, progress=False))
     opt = torch.optim.Adam(joint_model.parameters(), lr=lr, eps=1e-8 / alpha)
     joint_model.train()
     joint = sum(F.cross_entropy(joint_model(torch.cat([ep.support_x[t], ep.query_x[t]])),
@@ -193,7 +194,7 @@ def test_reptile_with_adam_and_one_step_takes_the_joint_training_step() -> None:
     for (n, a), b in zip(model.named_parameters(), joint_model.parameters(), strict=True):
         assert torch.allclose(a, b, rtol=0, atol=1e-6 * lr), n  # conv biases before BatchNorm: g = 0 up to rounding
     with pytest.raises(ValueError, match="outer"):
-        train_reptile(model, Fixed(), 1, outer="rmsprop", seed=0, progress=False)
+        train_reptile(model, Fixed(), 1, ReptileTraining(outer="rmsprop"), RunOptions(seed=0, progress=False))
 
 
 def test_batch_statistics_is_training_batchnorm_per_group_without_running_statistics() -> None:
@@ -265,8 +266,8 @@ def test_meta_steps_give_identical_predictions(protocol: str) -> None:
     predictions = {}
     for meta_step in ("loop", "batched", "parallel"):
         model = conv_net()
-        train_maml(model, Fixed(), 3, tasks=TASKS, inner_steps=1, inner_lr=0.4, meta_step=meta_step, seed=0,
-                   progress=False)
+        train_maml(model, Fixed(), 3, MetaTraining(tasks=TASKS, inner_steps=1, inner_lr=0.4, meta_step=meta_step),
+                   RunOptions(seed=0, progress=False))
         predictions[meta_step] = Adapted(model, inner_steps=2, inner_lr=0.4, protocol=protocol)(
             ep.support_x, ep.support_y, ep.query_x)
     torch.testing.assert_close(predictions["batched"], predictions["loop"], rtol=1e-9, atol=1e-9)
@@ -282,12 +283,12 @@ def test_finn_inner_loop_leaves_batchnorm_parameters_to_the_outer_loop() -> None
 
 
 @pytest.mark.parametrize("bad, match", [(dict(inner_steps=-1), "inner_steps"), (dict(inner_lr=0.0), "inner_lr"),
-                                        (dict(names=["head.nope"]), "head.nope"),
+                                        (dict(inner="body"), "inner must be one of"),
                                         (dict(meta_step="vmap"), "meta_step")])
 def test_bad_inner_loop_settings_are_refused_before_training(bad: dict, match: str) -> None:
     kw = dict(inner_steps=1, inner_lr=0.4) | bad
     with pytest.raises(ValueError, match=match):
-        train_maml(conv_net(), SinusoidSampler(5, 5), 1, seed=0, progress=False, **kw)
+        train_maml(conv_net(), SinusoidSampler(5, 5), 1, MetaTraining(**kw), RunOptions(seed=0, progress=False))
 
 
 def test_maml_learns_to_adapt_on_sinusoids() -> None:
@@ -295,8 +296,9 @@ def test_maml_learns_to_adapt_on_sinusoids() -> None:
     torch.manual_seed(0)
     model = sinusoid_mlp()
     before = adapted_mse(model, 5, (1,), tasks=100)[1][0]
-    res = train_maml(model, SinusoidSampler(10, 10), 1000, tasks=5, inner_steps=1, inner_lr=0.01, lr=3e-3,
-                     regression=True, seed=0, progress=False)
+    res = train_maml(model, SinusoidSampler(10, 10), 1000,
+                     MetaTraining(tasks=5, inner_steps=1, inner_lr=0.01, lr=3e-3, regression=True),
+                     RunOptions(seed=0, progress=False))
     after = adapted_mse(model, 5, (1,), tasks=100)[1][0]
     assert res.history[-1]["loss"] < res.history[0]["loss"]
     assert after < 0.7 * before
@@ -343,8 +345,9 @@ def test_reptile_learns_an_initialisation_that_adapts_on_sinusoids() -> None:
     torch.manual_seed(0)
     model = sinusoid_mlp()
     before = adapted_mse(model, 10, (5,), inner_lr=0.02, tasks=100)[5][0]
-    train_reptile(model, SinusoidSampler(10, 10), 1000, tasks=5, inner_steps=5, inner_lr=0.02, lr=1.0,
-                  regression=True, seed=0, progress=False)
+    train_reptile(model, SinusoidSampler(10, 10), 1000,
+                  ReptileTraining(tasks=5, inner_steps=5, inner_lr=0.02, lr=1.0, regression=True),
+                  RunOptions(seed=0, progress=False))
     after = adapted_mse(model, 10, (5,), inner_lr=0.02, tasks=100)[5][0]
     assert after < 0.5 * before
 
@@ -471,4 +474,4 @@ def test_reptile_minibatches_cycle_through_the_task() -> None:
     assert max_rel_error(got, want) < 1e-12
     assert max_rel_error(got, full) > 1e-3
     with pytest.raises(ValueError, match="inner_batch"):
-        train_reptile(model, None, 1, inner_batch=0, seed=0, progress=False)
+        train_reptile(model, None, 1, ReptileTraining(inner_batch=0), RunOptions(seed=0, progress=False))

@@ -10,12 +10,13 @@ import torch
 from metalearn.core.episodes import ClassDataset, EpisodeSampler, make_generator
 from metalearn.core.models import Conv4
 from metalearn.core.prototypes import prototype_logits
-from metalearn.metric.episodic import episode_scores, predictor, train_episodic
+from metalearn.core.train import RunOptions
+from metalearn.metric.episodic import Episodic, episode_scores, predictor, train_episodic
 from metalearn.metric.matching_net import MatchingNet
 from metalearn.metric.meta_gnn import Adjacency, GraphConv, MetaGNN
 from metalearn.metric.protonet import ProtoNet
 from metalearn.metric.relation_net import RelationNet
-from metalearn.metric.siamese import SiameseNet, sample_pairs, train_siamese
+from metalearn.metric.siamese import Pairs, SiameseNet, sample_pairs, train_siamese
 
 
 def _models(ways: int) -> dict[str, torch.nn.Module]:
@@ -108,8 +109,8 @@ def test_siamese_pairs(small_omniglot):
 @pytest.mark.parametrize("name", ["protonet", "matching_net", "matching_net_fce", "relation_net", "meta_gnn"])
 def test_episodic_loss_falls(small_omniglot, name):
     model = _models(5)[name]
-    result = train_episodic(model, EpisodeSampler(small_omniglot, 5, 1, 3), 30, tasks=4, seed=0,
-                            log_every=10, progress=False)
+    result = train_episodic(model, EpisodeSampler(small_omniglot, 5, 1, 3), 30, Episodic(tasks=4),
+                            RunOptions(seed=0, log_every=10, progress=False))
     assert result.history[-1]["loss"] < result.history[0]["loss"], result.history
     pred = predictor(model)(EpisodeSampler(small_omniglot, 5, 1, 3).sample(2, make_generator(9)))
     assert pred.shape == (2, 15) and not model.training
@@ -117,7 +118,7 @@ def test_episodic_loss_falls(small_omniglot, name):
 
 def test_siamese_loss_falls(small_omniglot):
     model = _models(5)["siamese"]
-    result = train_siamese(model, small_omniglot, 30, batch=32, seed=0, log_every=10, progress=False)
+    result = train_siamese(model, small_omniglot, 30, Pairs(batch=32), RunOptions(seed=0, log_every=10, progress=False))
     assert result.history[-1]["loss"] < result.history[0]["loss"], result.history
 
 
@@ -179,13 +180,13 @@ def test_gnn_first_rows_equal_the_full_layer():
 
 def test_siamese_rejects_an_odd_batch_before_training(small_omniglot):
     with pytest.raises(ValueError, match="even number"):
-        train_siamese(SiameseNet(Conv4()), small_omniglot, 5, batch=7, seed=0, progress=False)
+        train_siamese(SiameseNet(Conv4()), small_omniglot, 5, Pairs(batch=7), RunOptions(seed=0, progress=False))
 
 
 def test_transductive_prediction_uses_each_tasks_own_batch_statistics(small_omniglot):
     torch.manual_seed(0)
     model = ProtoNet(Conv4())
-    train_episodic(model, EpisodeSampler(small_omniglot, 5, 1, 2), 3, seed=0, progress=False)  # running stats != 0/1
+    train_episodic(model, EpisodeSampler(small_omniglot, 5, 1, 2), 3, Episodic(), RunOptions(seed=0, progress=False))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     ep = EpisodeSampler(small_omniglot, 5, 1, 3).sample(4, make_generator(1))
     trans = predictor(model, transductive=True)(ep)
@@ -203,11 +204,11 @@ def test_transductive_prediction_uses_each_tasks_own_batch_statistics(small_omni
 
 def test_augmented_episodic_and_pair_training_run(small_omniglot):
     torch.manual_seed(0)
-    res = train_episodic(ProtoNet(Conv4()), EpisodeSampler(small_omniglot, 5, 1, 2), 2, seed=0, augment=True,
-                         cosine=True, progress=False)
+    res = train_episodic(ProtoNet(Conv4()), EpisodeSampler(small_omniglot, 5, 1, 2), 2,
+                         Episodic(augment=True, cosine=True), RunOptions(seed=0, progress=False))
     assert len(res.history) == 1
-    res = train_siamese(SiameseNet(Conv4()), small_omniglot, 2, batch=8, seed=0, augment=True, cosine=True,
-                        progress=False)
+    res = train_siamese(SiameseNet(Conv4()), small_omniglot, 2, Pairs(batch=8, augment=True, cosine=True),
+                        RunOptions(seed=0, progress=False))
     assert len(res.history) == 1
 
 

@@ -15,8 +15,10 @@ from metalearn.core.model_store import fit_modules, model_key
 from metalearn.core.models import Classifier, conv4_for
 from metalearn.core.train import DEADLINE_ENV, BudgetExhausted
 from metalearn.gradient.maml import train_maml
+from metalearn.gradient.outer_loop import MetaTraining
+from metalearn.metric.episodic import Episodic, train_episodic
 from metalearn.metric.protonet import ProtoNet
-from metalearn.study.experiment import fit
+from metalearn.study.experiment import FitContext, fit
 
 
 def _protonet_key(sampler):
@@ -84,10 +86,11 @@ def test_fit_modules_are_the_closure():
         model_key({"o": object()})
 
 
-def _fit(sampler, steps, **kw):
+def _fit(sampler, steps, **where):
     torch.manual_seed(0)
     model = ProtoNet(conv4_for((1, 28, 28), hidden=8))
-    curve, seconds = fit("proto", model, sampler, steps, notebook="nb", seed=1, halve_lr_every=2, **kw)
+    curve, seconds = fit("proto", model, sampler, steps, train_episodic, Episodic(halve_lr_every=2),
+                         FitContext("nb", 1, **where))
     return model, curve
 
 
@@ -168,8 +171,8 @@ def test_budget_stops_and_resumes_bit_identical(omniglot_train, tmp_path, monkey
     assert [r["loss"] for r in a["history"]] == [r["loss"] for r in b["history"]]
 
 
-def _key_line(capsys, sampler, models, model, name="proto", **kw):
-    fit(name, model, sampler, 2, notebook="nb", seed=1, models_dir=str(models), **kw)
+def _key_line(capsys, sampler, models, model, name="proto", train_fn=train_episodic, settings=None):
+    fit(name, model, sampler, 2, train_fn, settings or Episodic(), FitContext("nb", 1, models_dir=str(models)))
     return capsys.readouterr().out.splitlines()[0]
 
 
@@ -197,7 +200,12 @@ def test_what_the_key_sees(omniglot_train, omniglot_test, tmp_path, capsys):
     line = _key_line(capsys, EpisodeSampler(renamed, 5, 1, 2), models,
                      MatchingNet(conv4_for((1, 28, 28), hidden=8), distance="euclidean"), name="match")
     assert "model.settings changed" in line  # a setting that the layers' repr does not show
-    sine = dict(train_fn=train_maml, tasks=2, inner_steps=1, inner_lr=0.01, regression=True)
+    torch.manual_seed(0)
+    line = _key_line(capsys, EpisodeSampler(renamed, 5, 1, 2), models,
+                     MatchingNet(conv4_for((1, 28, 28), hidden=8), distance="euclidean"), name="match",
+                     settings=Episodic(lr=2e-3))
+    assert "settings.lr changed" in line  # the trainer's settings are the key's, field by field
+    sine = dict(train_fn=train_maml, settings=MetaTraining(tasks=2, inner_steps=1, inner_lr=0.01, regression=True))
     for shots, expected in ((5, "no stored model"), (10, "data_contents")):
         torch.manual_seed(0)
         line = _key_line(capsys, SinusoidSampler(shots, 5), models, sinusoid_mlp(8), name="sine", **sine)

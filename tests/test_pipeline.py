@@ -23,13 +23,14 @@ import json
 import torch
 from metalearn.gradient.maml import train_maml
 from metalearn.gradient.regression import SinusoidSampler, sinusoid_mlp
-from metalearn.study.experiment import fit
+from metalearn.gradient.outer_loop import MetaTraining
+from metalearn.study.experiment import FitContext, fit
 
 torch.manual_seed(seed)
 model = sinusoid_mlp(8)
-curve, seconds = fit("sine", model, SinusoidSampler(5, 5), steps, notebook="tiny", seed=seed,
-                     checkpoint_dir=checkpoint_dir, models_dir=models_dir, train_fn=train_maml, tasks=2,
-                     inner_steps=1, inner_lr=0.01, regression=True)
+curve, seconds = fit("sine", model, SinusoidSampler(5, 5), steps, train_maml,
+                     MetaTraining(tasks=2, inner_steps=1, inner_lr=0.01, regression=True),
+                     FitContext("tiny", seed, checkpoint_dir, models_dir))
 Path(out_dir).mkdir(parents=True, exist_ok=True)
 (Path(out_dir) / "tiny.json").write_text(json.dumps({"loss": curve["loss"].tolist()}))
 '''

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
 from metalearn.background.pretrain import (
+    Pretraining,
     baseline_predictors,
     embed_episode,
     fit_linear_head,
@@ -15,6 +17,7 @@ from metalearn.core.episodes import EpisodeSampler, augment_images
 from metalearn.core.evaluate import evaluate
 from metalearn.core.models import Classifier, Conv4, conv4_for, mlp
 from metalearn.core.prototypes import class_prototypes, prototype_logits
+from metalearn.core.train import RunOptions
 
 
 def test_class_prototypes_are_class_means():
@@ -68,7 +71,10 @@ def test_backbone_shapes():
 def test_short_pretraining_beats_chance(omniglot_train, omniglot_test):
     torch.manual_seed(0)
     model = Classifier(conv4_for(tuple(omniglot_train.images.shape[2:])), omniglot_train.num_classes)
-    result = pretrain(model, omniglot_train, steps=60, batch_size=64, seed=0, progress=False, log_every=20)
+    result = pretrain(model, omniglot_train, 60, Pretraining(batch_size=64), RunOptions(seed=0, progress=False,
+                                                                                      log_every=20))
+    with pytest.raises(ValueError, match="cosine"):
+        pretrain(model, omniglot_train, 1, Pretraining(halve_lr_every=10), RunOptions(seed=0))
     assert result.history[-1]["loss"] < result.history[0]["loss"]
     res = evaluate(baseline_predictors(model.backbone), EpisodeSampler(omniglot_test, 5, 1, 5), episodes=100)
     assert res["pretrain_finetune"].mean > 35 and res["nearest_centroid"].mean > 35  # chance is 20

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from metalearn.core.train import RunOptions, Schedule
 from metalearn.datasets.molecules import MoleculeTasks
 from metalearn.drugs.multitask import FineTuned, LabelledPairs, MultitaskNet, fingerprint_body, train_multitask
 from metalearn.drugs.property_prediction import (
@@ -173,11 +174,11 @@ def test_multitask_net_uses_each_rows_own_head_and_learns():
     pairs = LabelledPairs(data, 64)
     xb, tb, yb = pairs.sample(torch.Generator().manual_seed(0))
     assert xb.shape == (64, 16) and ((xb[:, 0] == 1).long() == yb).all(), "each pair keeps its molecule's label"
-    res = train_multitask(MultitaskNet(fingerprint_body((16, 8)), 2), pairs, 150, lr=0.01, seed=0, progress=False,
-                          log_every=50)
+    res = train_multitask(MultitaskNet(fingerprint_body((16, 8)), 2), pairs, 150, Schedule(lr=0.01),
+                          RunOptions(seed=0, progress=False, log_every=50))
     assert res.history[-1]["loss"] < 0.5 * res.history[0]["loss"]
     with pytest.raises(ValueError, match="task heads"):
-        train_multitask(MultitaskNet(fingerprint_body((16, 8)), 3), pairs, 1, seed=0, progress=False)
+        train_multitask(MultitaskNet(fingerprint_body((16, 8)), 3), pairs, 1, Schedule(), RunOptions(seed=0))
 
 
 def test_fsmol_baselines_from_the_authors_files():

@@ -55,11 +55,25 @@ def test_update_readme_refuses_a_readme_without_markers(tmp_path: Path) -> None:
         site.update_readme(tmp_path / "README.md", "| a |")
 
 
+def _readme_block(name: str) -> str:
+    text = (ROOT / "README.md").read_text()
+    return text.split(f"<!-- {name}:start -->", 1)[1].split(f"<!-- {name}:end -->", 1)[0].strip()
+
+
 def test_readme_chapter_table_matches_the_results() -> None:
     expected = site.readme_table(pd.read_csv(REPORTS / "results.csv"), REPORTS)
-    text = (ROOT / "README.md").read_text()
-    block = text.split(site.README_START, 1)[1].split(site.README_END, 1)[0].strip()
-    assert block == expected, "README's chapter table is stale: run python -m metalearn.study.site --readme README.md"
+    assert _readme_block("chapters") == expected, \
+        "README's chapter table is stale: run python -m metalearn.study.site --readme README.md"
+
+
+def test_readme_model_sizes_are_generated_from_the_models(tmp_path: Path) -> None:
+    assert _readme_block("model-sizes") == site.model_sizes_table(ROOT / "models"), \
+        "README's model sizes are stale: run python -m metalearn.study.site --readme README.md"
+    (tmp_path / "01_x").mkdir()
+    (tmp_path / "01_x" / "a.pt").write_bytes(b"0" * 2_000_000)
+    (tmp_path / "01_x" / "b.pt").write_bytes(b"0" * 500_000)
+    table = site.model_sizes_table(tmp_path, budget_mb=80)
+    assert "| 01_x | 2 | 2.5 | a (2.0 MB) |" in table and table.endswith("| all | 2 | 2.5 | budget 80 MB |")
 
 
 def test_index_links_every_chapter_and_the_plots_page() -> None:

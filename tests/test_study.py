@@ -12,10 +12,11 @@ import torch
 from metalearn.core.episodes import ClassDataset, EpisodeSampler
 from metalearn.core.evaluate import EvalResult, PairedDifference, Validation
 from metalearn.core.models import Conv4
-from metalearn.metric.episodic import predictor
+from metalearn.metric.episodic import Episodic, predictor, train_episodic
 from metalearn.metric.protonet import ProtoNet
 from metalearn.study.experiment import (
     Evaluator,
+    FitContext,
     Reference,
     budget_extrapolation,
     extrapolations,
@@ -33,10 +34,11 @@ def test_fit_resumes_and_evaluator_caches(omniglot_train, omniglot_test, tmp_pat
     sampler = EpisodeSampler(small, 5, 1, 2)
     torch.manual_seed(0)
     model = ProtoNet(Conv4())
-    curve, _ = fit("p", model, sampler, 6, notebook="nb", seed=0, checkpoint_dir=str(tmp_path))
+    ctx = FitContext("nb", 0, checkpoint_dir=str(tmp_path))
+    curve, _ = fit("p", model, sampler, 6, train_episodic, Episodic(), ctx)
     assert list(curve["step"])[-1] == 6 and len(list(tmp_path.glob("nb-p-*.pt"))) == 1
     torch.manual_seed(0)  # the same initial weights: the same key (another seed would be another model)
-    again, _ = fit("p", ProtoNet(Conv4()), sampler, 6, notebook="nb", seed=0, checkpoint_dir=str(tmp_path))
+    again, _ = fit("p", ProtoNet(Conv4()), sampler, 6, train_episodic, Episodic(), ctx)
     assert again.equals(curve)  # finished checkpoint: nothing re-trained, same curve
     calls = []
     evaluator = Evaluator({"omniglot": omniglot_test}, {"omniglot": 4}, queries=2, seed=0)
@@ -111,21 +113,22 @@ def test_fit_with_validation_is_stored_and_reused(omniglot_train, omniglot_test,
     val = Validation(EpisodeSampler(omniglot_test, 5, 1, 2), predictor, episodes=6, every=2)
     torch.manual_seed(0)
     model = ProtoNet(Conv4())
-    curve, _ = fit("p", model, EpisodeSampler(small, 5, 1, 2), 6, notebook="nb", seed=0, models_dir=str(tmp_path),
-                   validation=val)
+    ctx = FitContext("nb", 0, models_dir=str(tmp_path))
+    curve, _ = fit("p", model, EpisodeSampler(small, 5, 1, 2), 6, train_episodic, Episodic(), ctx, val)
     checks = curve.dropna(subset=["val_accuracy"])
     assert list(checks["step"]) == [2, 4, 6] and "kept step" in capsys.readouterr().out
     record = json.loads((tmp_path / "nb" / "p.json").read_text())
     assert record["best_step"] == int(checks.loc[checks["val_accuracy"].idxmax(), "step"])
     assert record["config"]["validation"]["contents"] == omniglot_test.digest
     torch.manual_seed(0)
-    again, _ = fit("p", ProtoNet(Conv4()), EpisodeSampler(small, 5, 1, 2), 6, notebook="nb", seed=0,
-                   models_dir=str(tmp_path), validation=val)
+    again, _ = fit("p", ProtoNet(Conv4()), EpisodeSampler(small, 5, 1, 2), 6, train_episodic, Episodic(), ctx, val)
     assert "reused" in capsys.readouterr().out and again.equals(curve)
     torch.manual_seed(0)  # other validation episodes: another selection, another model
-    fit("p", ProtoNet(Conv4()), EpisodeSampler(small, 5, 1, 2), 6, notebook="nb", seed=0, models_dir=str(tmp_path),
-        validation=Validation(val.sampler, predictor, episodes=8, every=2))
+    fit("p", ProtoNet(Conv4()), EpisodeSampler(small, 5, 1, 2), 6, train_episodic, Episodic(), ctx,
+        Validation(val.sampler, predictor, episodes=8, every=2))
     assert "validation.episodes changed" in capsys.readouterr().out
+    with pytest.raises(TypeError, match="settings must be the trainer's settings dataclass"):
+        fit("p", ProtoNet(Conv4()), EpisodeSampler(small, 5, 1, 2), 6, train_episodic, {"lr": 1e-3}, ctx)
 
 
 def test_fit_refit_trains_the_final_model_for_the_chosen_length_on_more_classes(omniglot_train, omniglot_test):
@@ -140,15 +143,15 @@ def test_fit_refit_trains_the_final_model_for_the_chosen_length_on_more_classes(
         return ProtoNet(Conv4())
 
     model, curve, _seconds, chosen = fit_refit("p", make_model, EpisodeSampler(train_part, 5, 1, 2),
-                                               EpisodeSampler(more, 5, 1, 2), 6, validation=val, notebook="nb",
-                                               seed=0)
+                                               EpisodeSampler(more, 5, 1, 2), 6, train_episodic, Episodic(),
+                                               FitContext("nb", 0), val)
     assert made == ["part", "part+more"]
     selection = curve[curve.model == "p-selection"].dropna(subset=["val_accuracy"])
     assert chosen == int(selection.loc[selection["val_accuracy"].idxmax(), "step"])
     final = curve[curve.model == "p"]
     assert final["step"].max() == chosen and final["val_accuracy"].isna().all()
     same = make_model(EpisodeSampler(more, 5, 1, 2))  # the final model: on the larger set, for `chosen` steps
-    fit("q", same, EpisodeSampler(more, 5, 1, 2), chosen, notebook="nb", seed=0)
+    fit("q", same, EpisodeSampler(more, 5, 1, 2), chosen, train_episodic, Episodic(), FitContext("nb", 0))
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), same.state_dict().values(), strict=True))
 
 

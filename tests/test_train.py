@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from metalearn.core.episodes import EpisodeSampler
 from metalearn.core.models import Conv4
-from metalearn.core.train import DEADLINE_ENV, BudgetExhausted, NonFiniteLoss, lr_scheduler, step_seed, train
+from metalearn.core.train import DEADLINE_ENV, BudgetExhausted, NonFiniteLoss, RunOptions, lr_scheduler, step_seed, train
 
 
 def _run(omniglot_train, ckpt, steps=12, interrupt_at=None, nan_at=None, validate=None):
@@ -31,9 +31,9 @@ def _run(omniglot_train, ckpt, steps=12, interrupt_at=None, nan_at=None, validat
             loss = loss * float("nan")  # step nan_at (train reseeds torch with the step's seed)
         return loss, {"accuracy": (logits.argmax(1) == batch[1]).float().mean().item()}
 
-    result = train(model, loss_fn, batch_fn, steps, opt, seed=3, scheduler=sched, checkpoint=ckpt,
-                   checkpoint_every=5, log_every=2, validate=validate, validate_every=3 if validate else 0,
-                   progress=False)
+    run = RunOptions(seed=3, checkpoint=ckpt, checkpoint_every=5, log_every=2, validate=validate,
+                     validate_every=3 if validate else 0, progress=False)
+    result = train(model, loss_fn, batch_fn, steps, opt, run, sched)
     return model, result
 
 
@@ -76,8 +76,8 @@ def test_non_finite_weights_are_never_saved(tmp_path):
         return (m(batch) ** 2).sum() * 1e3, {}
 
     with pytest.raises(NonFiniteLoss, match="the weights are not finite after step"):
-        train(model, loss_fn, lambda step, g: torch.ones(4, 1), 3, opt, seed=0, checkpoint=tmp_path / "c.pt",
-              checkpoint_every=1, progress=False)
+        train(model, loss_fn, lambda step, g: torch.ones(4, 1), 3, opt,
+              RunOptions(seed=0, checkpoint=tmp_path / "c.pt", checkpoint_every=1, progress=False))
     assert not (tmp_path / "c.pt").exists() or torch.isfinite(
         torch.load(tmp_path / "c.pt", weights_only=True)["model"]["weight"]).all()
 
@@ -115,7 +115,7 @@ def test_damaged_checkpoint_is_moved_aside_and_the_run_starts_over(omniglot_trai
 def test_bad_arguments():
     model = torch.nn.Linear(1, 1)
     with pytest.raises(ValueError, match="steps must be >= 0"):
-        train(model, None, None, -1, torch.optim.SGD(model.parameters(), 0.1), seed=0)
+        train(model, None, None, -1, torch.optim.SGD(model.parameters(), 0.1), RunOptions(seed=0))
 
 
 def _head_score(model):

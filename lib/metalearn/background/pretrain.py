@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -19,21 +19,29 @@ from torch import nn
 from metalearn.core.episodes import ClassDataset, Episode, augment_images
 from metalearn.core.evaluate import PredictFn
 from metalearn.core.prototypes import prototype_logits
-from metalearn.core.train import TrainResult, ValidateFn, lr_scheduler, train
+from metalearn.core.train import RunOptions, Schedule, TrainResult, adam, train
 
 
-def pretrain(model: nn.Module, dataset: ClassDataset, steps: int, *, batch_size: int = 128, lr: float = 1e-3,
-             halve_lr_every: int = 0, seed: int, augment: bool = False, validate: ValidateFn | None = None,
-             validate_every: int = 0, checkpoint: Path | None = None, progress: bool = True, log_every: int = 50,
-             desc: str = "") -> TrainResult:
+@dataclass(frozen=True)
+class Pretraining(Schedule):
+    """Ordinary mini-batches of ``batch_size`` images of all training classes; Adam with a cosine-annealed learning
+    rate (``halve_lr_every`` must stay 0); ``augment``: random flips and crops."""
+
+    cosine: bool = True
+    batch_size: int = 128
+    augment: bool = False
+
+
+def pretrain(model: nn.Module, dataset: ClassDataset, steps: int, settings: Pretraining,
+             run: RunOptions) -> TrainResult:
     """Train ``model`` (e.g. Conv-4 + a linear head over ``dataset.num_classes``) on mini-batches of all classes of
-    ``dataset``: Adam with a cosine-annealed learning rate (``halve_lr_every`` must stay 0). ``augment``: random
-    flips and crops; ``validate``: see :func:`metalearn.core.train.train`."""
+    ``dataset``; ``run.validate``: see :func:`metalearn.core.train.train`."""
+    batch_size, augment = settings.batch_size, settings.augment
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
-    if halve_lr_every:
+    if settings.halve_lr_every or not settings.cosine:
         raise ValueError("pre-training anneals the learning rate with a cosine; halve_lr_every must be 0")
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    opt, scheduler = adam(model, steps, settings)
     images = dataset.images.flatten(0, 1)  # [classes*per_class, C, H, W] uint8
 
     def batch_fn(step: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -46,9 +54,7 @@ def pretrain(model: nn.Module, dataset: ClassDataset, steps: int, *, batch_size:
         acc = (logits.argmax(1) == batch[1]).float().mean().item() * 100
         return F.cross_entropy(logits, batch[1]), {"accuracy": acc}
 
-    return train(model, loss_fn, batch_fn, steps, opt, seed=seed, scheduler=lr_scheduler(opt, steps, cosine=True),
-                 checkpoint=checkpoint, validate=validate, validate_every=validate_every,
-                 desc=desc or f"pretrain {dataset.name}", progress=progress, log_every=log_every)
+    return train(model, loss_fn, batch_fn, steps, opt, run, scheduler)
 
 
 @torch.no_grad()

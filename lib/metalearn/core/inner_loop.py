@@ -71,6 +71,17 @@ def without_norms(model: nn.Module) -> list[str]:
     return [n for n, _ in model.named_parameters() if n not in norms]
 
 
+INNER = ("no_norms", "all", "head")  # what the inner loop adapts: Finn's (all but BatchNorm), everything, ANIL's head
+
+
+def inner_names(model: nn.Module, inner: str) -> list[str] | None:
+    """The parameters the inner loop adapts: ``"no_norms"`` every one but BatchNorm's γ/β (Finn et al.: they learn in
+    the outer loop only), ``"all"`` (None: every one, Reptile), ``"head"`` the last linear layer (ANIL)."""
+    if inner not in INNER:
+        raise ValueError(f"inner must be one of {INNER}, got {inner!r}")
+    return {"no_norms": without_norms, "head": head_names}[inner](model) if inner != "all" else None
+
+
 def check_inner_loop(model: nn.Module, inner_steps: int, inner_lr: float, names: Iterable[str] | None) -> list[str]:
     """Validate inner-loop settings before any work; return the names of the parameters the inner loop adapts."""
     if isinstance(inner_steps, bool) or not isinstance(inner_steps, int) or inner_steps < 0:

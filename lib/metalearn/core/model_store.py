@@ -107,7 +107,7 @@ def model_key(config: dict[str, Any], *objects: object) -> ModelKey:
 
 
 def key_changes(record: dict[str, Any], key: ModelKey) -> str:
-    """In words, what differs between a stored model's record and ``key`` (e.g. ``"maml.py changed"``)."""
+    """In words, what differs between a stored model's record and ``key`` (e.g. ``"gradient/maml.py changed"``)."""
     changes = []
     old_config, old_sources = record.get("config", {}), record.get("sources", {})
     for k in sorted(set(old_config) | set(key.config)):

@@ -86,6 +86,41 @@ class TrainResult:
     best_step: int | None = None  # the step whose weights the model ends with (with validation)
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """How a training run is driven, apart from what it learns: its seed (part of a model's key), the file it resumes
+    from, how often it saves and logs, its model selection on validation data (``validate`` every
+    ``validate_every`` steps; see :func:`train`), its name and progress bar."""
+
+    seed: int
+    checkpoint: Path | None = None
+    checkpoint_every: int = 500
+    log_every: int = 50
+    validate: ValidateFn | None = None
+    validate_every: int = 0
+    desc: str = "train"
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Adam's step size and its schedule, the settings every trainer shares (each method's settings extend it):
+    halved every ``halve_lr_every`` steps (Snell et al.), cosine-annealed to 0 at the last step (``cosine``), or
+    constant."""
+
+    lr: float = 1e-3
+    halve_lr_every: int = 0
+    cosine: bool = False
+
+
+def adam(model: nn.Module, steps: int, schedule: Schedule,
+         ) -> tuple[torch.optim.Adam, torch.optim.lr_scheduler.LRScheduler | None]:
+    """Adam over ``model``'s parameters with ``schedule``'s step size, and its learning-rate schedule over
+    ``steps`` steps (:func:`lr_scheduler`)."""
+    opt = torch.optim.Adam(model.parameters(), lr=schedule.lr)
+    return opt, lr_scheduler(opt, steps, schedule.halve_lr_every, schedule.cosine)
+
+
 def lr_scheduler(optimizer: torch.optim.Optimizer, steps: int, halve_lr_every: int = 0,
                  cosine: bool = False) -> torch.optim.lr_scheduler.LRScheduler | None:
     """The learning-rate schedule over ``steps`` steps: halved every ``halve_lr_every`` steps (Snell et al.),
@@ -102,18 +137,17 @@ def lr_scheduler(optimizer: torch.optim.Optimizer, steps: int, halve_lr_every: i
 
 
 def train(model: nn.Module, loss_fn: StepFn, batch_fn: BatchFn, steps: int, optimizer: torch.optim.Optimizer,
-          *, seed: int, scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
-          checkpoint: Path | None = None, checkpoint_every: int = 500, log_every: int = 50,
-          validate: ValidateFn | None = None, validate_every: int = 0,
-          desc: str = "train", progress: bool = True) -> TrainResult:
-    """Run ``steps`` optimisation steps of ``loss_fn(model, batch_fn(step, generator))``.
+          run: RunOptions, scheduler: torch.optim.lr_scheduler.LRScheduler | None = None) -> TrainResult:
+    """Run ``steps`` optimisation steps of ``loss_fn(model, batch_fn(step, generator))``, driven by ``run``.
 
     ``batch_fn`` must draw its randomness from the generator it is given (on the model's device).
-    With ``checkpoint``, the model, optimizer, scheduler, history and best validated weights are saved atomically
-    every ``checkpoint_every`` steps and at the end, and a run finding a checkpoint resumes from it.
-    With ``validate``, the model is scored every ``validate_every`` steps and after the last one, and ends with the
-    weights of the best score (the first, on ties).
+    With ``run.checkpoint``, the model, optimizer, scheduler, history and best validated weights are saved atomically
+    every ``run.checkpoint_every`` steps and at the end, and a run finding a checkpoint resumes from it.
+    With ``run.validate``, the model is scored every ``run.validate_every`` steps and after the last one, and ends
+    with the weights of the best score (the first, on ties).
     """
+    seed, checkpoint, checkpoint_every, log_every = run.seed, run.checkpoint, run.checkpoint_every, run.log_every
+    validate, validate_every, desc, progress = run.validate, run.validate_every, run.desc, run.progress
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
     if checkpoint_every <= 0 or log_every <= 0:

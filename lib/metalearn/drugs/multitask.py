@@ -16,14 +16,13 @@ its own.
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
-from metalearn.core.train import TrainResult, ValidateFn, lr_scheduler, train
+from metalearn.core.train import RunOptions, Schedule, TrainResult, adam, train
 from metalearn.datasets.molecules import MoleculeTasks
 
 FINETUNE_LAYERS = ("all", "head")
@@ -74,14 +73,13 @@ class LabelledPairs:
         return self._data.features(self._data.molecule[rows]), self._task[rows], self._data.label[rows]
 
 
-def train_multitask(model: MultitaskNet, data: LabelledPairs, steps: int, *, lr: float = 1e-3,
-                    halve_lr_every: int = 0, cosine: bool = False, seed: int, checkpoint: Path | None = None,
-                    log_every: int = 50, validate: ValidateFn | None = None, validate_every: int = 0,
-                    progress: bool = True, desc: str = "multitask") -> TrainResult:
-    """Adam on ``steps`` batches of labelled pairs, binary cross-entropy (see the module docstring)."""
+def train_multitask(model: MultitaskNet, data: LabelledPairs, steps: int, settings: Schedule,
+                    run: RunOptions) -> TrainResult:
+    """Adam (``settings``) on ``steps`` batches of labelled pairs, binary cross-entropy (see the module
+    docstring)."""
     if data.tasks != model.tasks:
         raise ValueError(f"the model has {model.tasks} task heads but the data {data.tasks} tasks")
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    opt, scheduler = adam(model, steps, settings)
 
     def step_loss(m: MultitaskNet, batch: tuple[Tensor, Tensor, Tensor]) -> tuple[Tensor, dict[str, float]]:
         x, task, y = batch
@@ -89,9 +87,7 @@ def train_multitask(model: MultitaskNet, data: LabelledPairs, steps: int, *, lr:
         acc = ((logits > 0).long() == y).float().mean().item() * 100
         return F.binary_cross_entropy_with_logits(logits, y.float()), {"accuracy": acc}
 
-    return train(model, step_loss, lambda step, g: data.sample(g), steps, opt, seed=seed,
-                 scheduler=lr_scheduler(opt, steps, halve_lr_every, cosine), checkpoint=checkpoint,
-                 log_every=log_every, validate=validate, validate_every=validate_every, progress=progress, desc=desc)
+    return train(model, step_loss, lambda step, g: data.sample(g), steps, opt, run, scheduler)
 
 
 class FineTuned:

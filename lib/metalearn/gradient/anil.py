@@ -17,27 +17,23 @@ rotation and scaling.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Unpack
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from metalearn.core.inner_loop import Tasks, TaskSampler, adapt, batch_statistics, check_inner_loop, head_names
-from metalearn.core.train import TrainResult
-from metalearn.gradient.outer_loop import MetaOptions, meta_train
+from metalearn.core.inner_loop import Tasks, TaskSampler, adapt, batch_statistics, check_inner_loop
+from metalearn.core.train import RunOptions, TrainResult
+from metalearn.gradient.outer_loop import MetaTraining, meta_train
 
 
-def train_anil(model: nn.Module, sampler: TaskSampler, steps: int, *, first_order: bool = False,
-               **options: Unpack[MetaOptions]) -> TrainResult:
-    """ANIL: ``steps`` meta-steps whose inner loop adapts only the head (``names``, if given, must be the head's
-    parameters); ``meta_step="head"`` runs the body once per task. ``options``:
-    :class:`~metalearn.gradient.outer_loop.MetaOptions`."""
-    head = head_names(model)
-    names = options.pop("names", None)
-    if names is not None and sorted(names) != sorted(head):
-        raise ValueError(f"ANIL adapts only the head {head}, got names={names}")
-    return meta_train(model, sampler, steps, first_order=first_order, names=head, **options)
+def train_anil(model: nn.Module, sampler: TaskSampler, steps: int, settings: MetaTraining, run: RunOptions, *,
+               first_order: bool = False) -> TrainResult:
+    """ANIL: ``steps`` meta-steps whose inner loop adapts only the head (``settings.inner`` must be ``"head"``);
+    ``meta_step="head"`` runs the body once per task."""
+    if settings.inner != "head":
+        raise ValueError(f"ANIL adapts only the head: set inner='head' in its settings, got {settings.inner!r}")
+    return meta_train(model, sampler, steps, settings, run, first_order=first_order)
 
 
 def linear_cka(x: Tensor, y: Tensor) -> Tensor:

@@ -11,16 +11,14 @@ Everything else (inner loop, outer loop, test-time rule) is MAML's.
 
 from __future__ import annotations
 
-from typing import Unpack
-
 from torch import nn
 
 from metalearn.core.inner_loop import TaskSampler
-from metalearn.core.train import TrainResult
-from metalearn.gradient.outer_loop import MetaOptions, meta_train
+from metalearn.core.train import RunOptions, TrainResult
+from metalearn.gradient.outer_loop import MetaTraining, meta_train
 
 
-def train_fomaml(model: nn.Module, sampler: TaskSampler, steps: int, **options: Unpack[MetaOptions]) -> TrainResult:
-    """FOMAML: ``steps`` meta-steps with the first-order meta-gradient ∇_θ' L_Q(f_θ'). ``options``:
-    :class:`~metalearn.gradient.outer_loop.MetaOptions`."""
-    return meta_train(model, sampler, steps, first_order=True, **options)
+def train_fomaml(model: nn.Module, sampler: TaskSampler, steps: int, settings: MetaTraining,
+                 run: RunOptions) -> TrainResult:
+    """FOMAML: ``steps`` meta-steps with the first-order meta-gradient ∇_θ' L_Q(f_θ')."""
+    return meta_train(model, sampler, steps, settings, run, first_order=True)

@@ -23,17 +23,15 @@ protocol of Finn et al.'s and Raghu et al.'s numbers); see :mod:`metalearn.core.
 
 from __future__ import annotations
 
-from typing import Unpack
-
 from torch import nn
 
 from metalearn.core.inner_loop import TaskSampler
-from metalearn.core.train import TrainResult
-from metalearn.gradient.outer_loop import MetaOptions, meta_train
+from metalearn.core.train import RunOptions, TrainResult
+from metalearn.gradient.outer_loop import MetaTraining, meta_train
 
 
-def train_maml(model: nn.Module, sampler: TaskSampler, steps: int, **options: Unpack[MetaOptions]) -> TrainResult:
-    """MAML: ``steps`` meta-steps whose meta-gradient flows through the inner loop (the Hessian terms above kept).
-    ``options``: :class:`~metalearn.gradient.outer_loop.MetaOptions` (``names``: the parameters that adapt, e.g.
-    every one but BatchNorm's as in Finn et al.)."""
-    return meta_train(model, sampler, steps, first_order=False, **options)
+def train_maml(model: nn.Module, sampler: TaskSampler, steps: int, settings: MetaTraining,
+               run: RunOptions) -> TrainResult:
+    """MAML: ``steps`` meta-steps whose meta-gradient flows through the inner loop (the Hessian terms above kept);
+    ``settings.inner``: the parameters that adapt, e.g. every one but BatchNorm's as in Finn et al."""
+    return meta_train(model, sampler, steps, settings, run, first_order=False)

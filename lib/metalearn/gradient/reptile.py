@@ -13,7 +13,7 @@ tasks' loss at θ): plain SGD with step size ε then performs exactly θ ← θ 
 
 from __future__ import annotations
 
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from metalearn.core.episodes import Episode
 from metalearn.core.inner_loop import LossFn, Params, Tasks, TaskSampler, adapt, batch_statistics, check_inner_loop
-from metalearn.core.train import TrainResult, ValidateFn, train
+from metalearn.core.train import RunOptions, TrainResult, train
 
 
 def reptile_direction(model: nn.Module, tasks: Tasks, *, inner_steps: int, inner_lr: float,
@@ -63,17 +63,34 @@ def joint_gradient(model: nn.Module, tasks: Tasks, loss_fn: LossFn = F.cross_ent
     return dict(zip(theta, torch.autograd.grad(loss, list(theta.values())), strict=True))
 
 
-def train_reptile(model: nn.Module, sampler: TaskSampler, steps: int, *, tasks: int = 5, inner_steps: int = 5,
-                  inner_lr: float = 1e-3, inner_batch: int | None = None, lr: float = 1.0, anneal: bool = True,
-                  halve_lr_every: int = 0, outer: str = "sgd", regression: bool = False, seed: int,
-                  checkpoint: Path | None = None, log_every: int = 50, validate: ValidateFn | None = None,
-                  validate_every: int = 0, progress: bool = True, desc: str = "reptile") -> TrainResult:
-    """``steps`` Reptile updates θ ← θ + ε (1/n) Σ (θ̃ − θ) on batches of ``tasks`` tasks (cross-entropy, MSE if
-    ``regression``); ε = ``lr``, annealed linearly to 0 when ``anneal`` (as in Nichol et al.), else halved every
-    ``halve_lr_every`` steps (0: constant). ``inner_batch``: see :func:`reptile_direction`. ``outer="adam"`` feeds
-    θ − θ̃ to Adam as a gradient instead (Nichol et al. §3), the outer optimizer of
-    :func:`metalearn.gradient.maml.train_maml`. ``validate`` / ``validate_every``: model selection on validation tasks,
-    see :func:`metalearn.core.train.train`."""
+@dataclass(frozen=True)
+class ReptileTraining:
+    """What Reptile learns with: batches of ``tasks`` tasks, ``inner_steps`` SGD steps of step size ``inner_lr`` on
+    each (on minibatches of ``inner_batch`` examples; None: the whole task), the outer step size ε = ``lr``,
+    annealed linearly to 0 when ``anneal`` (as in Nichol et al.), else halved every ``halve_lr_every`` steps (0:
+    constant); ``outer="adam"`` feeds θ − θ̃ to Adam as a gradient instead (Nichol et al. §3); MSE instead of
+    cross-entropy with ``regression``."""
+
+    tasks: int = 5
+    inner_steps: int = 5
+    inner_lr: float = 1e-3
+    inner_batch: int | None = None
+    lr: float = 1.0
+    anneal: bool = True
+    halve_lr_every: int = 0
+    outer: str = "sgd"
+    regression: bool = False
+
+
+def train_reptile(model: nn.Module, sampler: TaskSampler, steps: int, settings: ReptileTraining,
+                  run: RunOptions) -> TrainResult:
+    """``steps`` Reptile updates θ ← θ + ε (1/n) Σ (θ̃ − θ) (see :class:`ReptileTraining` and
+    :func:`reptile_direction`); ``run.validate``: model selection on validation tasks, see
+    :func:`metalearn.core.train.train`."""
+    tasks, inner_steps, inner_lr, inner_batch = settings.tasks, settings.inner_steps, settings.inner_lr, \
+        settings.inner_batch
+    lr, anneal, halve_lr_every, outer = settings.lr, settings.anneal, settings.halve_lr_every, settings.outer
+    regression = settings.regression
     check_inner_loop(model, inner_steps, inner_lr, None)
     if inner_steps < 1:
         raise ValueError("Reptile needs inner_steps >= 1 (with 0 it does not move)")
@@ -95,9 +112,7 @@ def train_reptile(model: nn.Module, sampler: TaskSampler, steps: int, *, tasks: 
         surrogate = task_loss + sum(((p - p.detach()) * -direction[n]).sum() for n, p in m.named_parameters())
         return surrogate, {}
 
-    return train(model, step_loss, lambda step, g: sampler.sample(tasks, g), steps, opt, seed=seed, scheduler=sched,
-                 checkpoint=checkpoint, log_every=log_every, validate=validate, validate_every=validate_every,
-                 progress=progress, desc=desc)
+    return train(model, step_loss, lambda step, g: sampler.sample(tasks, g), steps, opt, run, sched)
 
 
 def adapt_support(model: nn.Module, support_x: torch.Tensor, support_y: torch.Tensor, *, steps: int,

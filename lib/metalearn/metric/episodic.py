@@ -11,8 +11,7 @@ training classes and minimises ``model.loss(scores, query_y)`` (cross-entropy un
 from __future__ import annotations
 
 import copy
-from dataclasses import fields
-from pathlib import Path
+from dataclasses import dataclass, fields
 from typing import Protocol
 
 import torch
@@ -21,7 +20,7 @@ from torch import nn
 
 from metalearn.core.episodes import Episode, EpisodeSampler, augment_episode
 from metalearn.core.evaluate import PredictFn
-from metalearn.core.train import TrainResult, ValidateFn, lr_scheduler, train
+from metalearn.core.train import RunOptions, Schedule, TrainResult, adam, train
 
 
 class FewShotModel(Protocol):
@@ -54,16 +53,20 @@ def episode_scores(model: FewShotModel, ep: Episode) -> torch.Tensor:
     return model(ep.support_x, ep.support_y, ep.query_x, ep.classes.shape[1])
 
 
-def train_episodic(model: nn.Module, sampler: EpisodeSampler, steps: int, *, tasks: int = 1,
-                   lr: float = 1e-3, halve_lr_every: int = 0, cosine: bool = False, augment: bool = False,
-                   validate: ValidateFn | None = None, validate_every: int = 0, seed: int,
-                   checkpoint: Path | None = None, log_every: int = 50, progress: bool = True,
-                   desc: str = "") -> TrainResult:
-    """Adam on ``steps`` batches of ``tasks`` episodes. The learning rate halves every ``halve_lr_every`` steps, as
-    in Snell et al. (2017), or follows a cosine to 0 (``cosine``), or stays constant. With ``augment``, every
-    support and query image is flipped and cropped at random (:func:`augment_episode`); with ``validate``, the
-    model ends with its best weights on validation episodes (see :func:`metalearn.core.train.train`)."""
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+@dataclass(frozen=True)
+class Episodic(Schedule):
+    """Episodic training: ``tasks`` episodes per step (Adam, :class:`~metalearn.core.train.Schedule`); ``augment``:
+    every support and query image flipped and cropped at random (:func:`augment_episode`)."""
+
+    tasks: int = 1
+    augment: bool = False
+
+
+def train_episodic(model: nn.Module, sampler: EpisodeSampler, steps: int, settings: Episodic,
+                   run: RunOptions) -> TrainResult:
+    """Adam on ``steps`` batches of ``settings.tasks`` episodes; with ``run.validate``, the model ends with its best
+    weights on validation episodes (see :func:`metalearn.core.train.train`)."""
+    opt, scheduler = adam(model, steps, settings)
 
     def loss_fn(m: FewShotModel, ep: Episode) -> tuple[torch.Tensor, dict[str, float]]:
         scores = episode_scores(m, ep)
@@ -71,13 +74,10 @@ def train_episodic(model: nn.Module, sampler: EpisodeSampler, steps: int, *, tas
         return episode_loss(m, scores, ep.query_y), {"accuracy": acc}
 
     def batch_fn(step: int, g: torch.Generator) -> Episode:
-        ep = sampler.sample(tasks, g)
-        return augment_episode(ep, g) if augment else ep
+        ep = sampler.sample(settings.tasks, g)
+        return augment_episode(ep, g) if settings.augment else ep
 
-    return train(model, loss_fn, batch_fn, steps, opt, seed=seed,
-                 scheduler=lr_scheduler(opt, steps, halve_lr_every, cosine), checkpoint=checkpoint,
-                 log_every=log_every, validate=validate, validate_every=validate_every, progress=progress,
-                 desc=desc or type(model).__name__)
+    return train(model, loss_fn, batch_fn, steps, opt, run, scheduler)
 
 
 def predictor(model: nn.Module, transductive: bool = False) -> PredictFn:

@@ -10,14 +10,14 @@ assigned the class whose support images it is most similar to (similarity averag
 
 from __future__ import annotations
 
-from pathlib import Path
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from metalearn.core.episodes import ClassDataset, augment_images
-from metalearn.core.train import TrainResult, ValidateFn, lr_scheduler, train
+from metalearn.core.train import RunOptions, Schedule, TrainResult, adam, train
 from metalearn.metric.episodic import embed_support_query
 
 
@@ -63,21 +63,27 @@ def sample_pairs(dataset: ClassDataset, batch: int, generator: torch.Generator) 
     return x1, x2, same
 
 
-def train_siamese(model: SiameseNet, dataset: ClassDataset, steps: int, *, batch: int = 128, lr: float = 1e-3,
-                  halve_lr_every: int = 0, cosine: bool = False, augment: bool = False,
-                  validate: ValidateFn | None = None, validate_every: int = 0, seed: int,
-                  checkpoint: Path | None = None, log_every: int = 50, progress: bool = True,
-                  desc: str = "siamese") -> TrainResult:
-    """Binary cross-entropy on ``steps`` batches of ``batch`` same/different pairs (Adam; the learning rate
-    halves every ``halve_lr_every`` steps, follows a cosine (``cosine``) or stays constant). ``augment``: random
-    flips and crops of every image; ``validate``: see :func:`metalearn.core.train.train`."""
+@dataclass(frozen=True)
+class Pairs(Schedule):
+    """Verification training: ``batch`` same/different pairs per step (Adam, :class:`~metalearn.core.train.Schedule`);
+    ``augment``: random flips and crops of every image."""
+
+    batch: int = 128
+    augment: bool = False
+
+
+def train_siamese(model: SiameseNet, dataset: ClassDataset, steps: int, settings: Pairs,
+                  run: RunOptions) -> TrainResult:
+    """Binary cross-entropy on ``steps`` batches of ``settings.batch`` same/different pairs; ``run.validate``: see
+    :func:`metalearn.core.train.train`."""
+    batch = settings.batch
     if batch < 2 or batch % 2:
         raise ValueError(f"batch must be an even number >= 2, got {batch}")
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    opt, scheduler = adam(model, steps, settings)
 
     def batch_fn(step: int, g: torch.Generator) -> tuple[torch.Tensor, ...]:
         x1, x2, same = sample_pairs(dataset, batch, g)
-        return (augment_images(x1, g), augment_images(x2, g), same) if augment else (x1, x2, same)
+        return (augment_images(x1, g), augment_images(x2, g), same) if settings.augment else (x1, x2, same)
 
     def loss_fn(m: SiameseNet, pairs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, dict[str, float]]:
         x1, x2, same = pairs
@@ -86,6 +92,4 @@ def train_siamese(model: SiameseNet, dataset: ClassDataset, steps: int, *, batch
         acc = ((logits > 0).float() == same).float().mean().item() * 100
         return F.binary_cross_entropy_with_logits(logits, same), {"pair_accuracy": acc}
 
-    return train(model, loss_fn, batch_fn, steps, opt, seed=seed, scheduler=lr_scheduler(opt, steps, halve_lr_every,
-                 cosine), checkpoint=checkpoint, log_every=log_every, validate=validate,
-                 validate_every=validate_every, progress=progress, desc=desc)
+    return train(model, loss_fn, batch_fn, steps, opt, run, scheduler)

@@ -27,7 +27,6 @@ exactly H ones (at the start every usage is 0). The baseline is the same control
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -36,7 +35,7 @@ from torch import Tensor, nn
 
 from metalearn.core.episodes import ClassDataset, make_generator
 from metalearn.core.evaluate import EvalResult, mean_ci95
-from metalearn.core.train import TrainResult, ValidateFn, lr_scheduler, train
+from metalearn.core.train import RunOptions, Schedule, TrainResult, adam, train
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -211,14 +210,20 @@ def instance_numbers(labels: Tensor) -> Tensor:
     return (onehot.cumsum(1) * onehot).sum(-1)
 
 
-def train_mann(model: MANN, data: ClassDataset, steps: int, *, tasks: int = 16, instances: int = 10,
-               lr: float = 1e-3, halve_lr_every: int = 0, cosine: bool = False, seed: int,
-               checkpoint: Path | None = None, log_every: int = 50, validate: ValidateFn | None = None,
-               validate_every: int = 0, progress: bool = True, desc: str = "") -> TrainResult:
-    """Adam on ``steps`` batches of ``tasks`` sequences (``model.ways`` classes x ``instances`` images of ``data``),
-    minimising the cross-entropy of every step's prediction; logs as ``accuracy`` the training accuracy at the 2nd
-    presentation of a class (Santoro et al.'s headline column)."""
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+@dataclass(frozen=True)
+class Sequences(Schedule):
+    """Santoro et al.'s training: ``tasks`` label-offset sequences per step, each of ``model.ways`` classes x
+    ``instances`` images (Adam, :class:`~metalearn.core.train.Schedule`)."""
+
+    tasks: int = 16
+    instances: int = 10
+
+
+def train_mann(model: MANN, data: ClassDataset, steps: int, settings: Sequences, run: RunOptions) -> TrainResult:
+    """Adam on ``steps`` batches of sequences of ``data``, minimising the cross-entropy of every step's prediction;
+    logs as ``accuracy`` the training accuracy at the 2nd presentation of a class (Santoro et al.'s headline
+    column)."""
+    opt, scheduler = adam(model, steps, settings)
 
     def loss_fn(m: MANN, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, dict[str, float]]:
         x, y = batch
@@ -228,12 +233,9 @@ def train_mann(model: MANN, data: ClassDataset, steps: int, *, tasks: int = 16, 
         return F.cross_entropy(logits.flatten(0, 1), y.flatten()), {"accuracy": acc}
 
     def batch_fn(step: int, g: torch.Generator) -> tuple[Tensor, Tensor]:
-        return sample_sequences(data, model.ways, instances, tasks, g)
+        return sample_sequences(data, model.ways, settings.instances, settings.tasks, g)
 
-    return train(model, loss_fn, batch_fn, steps, opt, seed=seed,
-                 scheduler=lr_scheduler(opt, steps, halve_lr_every, cosine), checkpoint=checkpoint,
-                 log_every=log_every, validate=validate, validate_every=validate_every, progress=progress,
-                 desc=desc or ("MANN" if model.memory else "LSTM"))
+    return train(model, loss_fn, batch_fn, steps, opt, run, scheduler)
 
 
 @torch.no_grad()

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from pathlib import Path
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from torch.func import vmap
 
 from metalearn.core.episodes import Episode, EpisodeSampler
-from metalearn.core.train import TrainResult, ValidateFn, lr_scheduler, train
+from metalearn.core.train import RunOptions, Schedule, TrainResult, lr_scheduler, train
 
 Weights = dict[str, Tensor]
 
@@ -255,14 +255,21 @@ def rotate_classes(episode: Episode, generator: torch.Generator) -> Episode:
                    rotate(episode.query_x, episode.query_y), episode.query_y, episode.classes)
 
 
-def train_metanet(model: MetaNetwork, sampler: EpisodeSampler, steps: int, *, tasks: int = 1, lr: float = 1e-3,
-                  max_norm: float = 10.0, rotate: bool = False, halve_lr_every: int = 0, cosine: bool = False,
-                  seed: int, checkpoint: Path | None = None, log_every: int = 50,
-                  validate: ValidateFn | None = None, validate_every: int = 0, progress: bool = True,
-                  desc: str = "") -> TrainResult:
+@dataclass(frozen=True)
+class MetaNetTraining(Schedule):
     """The authors' recipe: Adam with the gradient norm clipped to ``max_norm``, ``tasks`` episodes per step (1 in
-    the authors' code), the queries' cross-entropy summed; ``rotate``: :func:`rotate_classes` on every episode."""
-    opt = ClippedAdam(model.parameters(), lr, max_norm)
+    the authors' code); ``rotate``: :func:`rotate_classes` on every episode."""
+
+    tasks: int = 1
+    max_norm: float = 10.0
+    rotate: bool = False
+
+
+def train_metanet(model: MetaNetwork, sampler: EpisodeSampler, steps: int, settings: MetaNetTraining,
+                  run: RunOptions) -> TrainResult:
+    """``steps`` steps of the authors' recipe (:class:`MetaNetTraining`), the queries' cross-entropy summed."""
+    opt = ClippedAdam(model.parameters(), settings.lr, settings.max_norm)
+    scheduler = lr_scheduler(opt, steps, settings.halve_lr_every, settings.cosine)
 
     def loss_fn(m: MetaNetwork, ep: Episode) -> tuple[Tensor, dict[str, float]]:
         logits = m(ep.support_x, ep.support_y, ep.query_x, m.ways)
@@ -271,10 +278,7 @@ def train_metanet(model: MetaNetwork, sampler: EpisodeSampler, steps: int, *, ta
             "accuracy": acc}
 
     def batch_fn(step: int, g: torch.Generator) -> Episode:
-        ep = sampler.sample(tasks, g)
-        return rotate_classes(ep, g) if rotate else ep
+        ep = sampler.sample(settings.tasks, g)
+        return rotate_classes(ep, g) if settings.rotate else ep
 
-    return train(model, loss_fn, batch_fn, steps, opt, seed=seed,
-                 scheduler=lr_scheduler(opt, steps, halve_lr_every, cosine), checkpoint=checkpoint,
-                 log_every=log_every, validate=validate, validate_every=validate_every, progress=progress,
-                 desc=desc or "MetaNetwork")
+    return train(model, loss_fn, batch_fn, steps, opt, run, scheduler)

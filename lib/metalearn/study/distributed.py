@@ -37,8 +37,9 @@ from metalearn.core.episodes import ClassDataset, EpisodeSampler, resolve_device
 from metalearn.core.files import atomic_path
 from metalearn.core.models import Classifier, conv4_for
 from metalearn.core.strided_conv4 import StridedConv4
+from metalearn.core.train import RunOptions
 from metalearn.datasets.fetch import load_cifar_fs, load_omniglot
-from metalearn.gradient.outer_loop import META_STEPS, meta_train
+from metalearn.gradient.outer_loop import META_STEPS, MetaTraining, meta_train
 
 LOADERS = {"omniglot": load_omniglot, "cifar_fs": load_cifar_fs}
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -164,10 +165,11 @@ def main(argv: list[str] | None = None) -> None:
         sampler = ShardSampler(EpisodeSampler(data, args.ways, args.shots, args.queries), rank, world,
                                DTYPES[args.dtype])
         with GradientAverager(model, trace=args.trace is not None) as averager:
-            result = meta_train(model, sampler, args.steps, tasks=args.tasks, inner_steps=args.inner_steps,
-                                inner_lr=args.inner_lr, first_order=args.first_order, lr=args.lr,
-                                meta_step=args.meta_step, seed=args.seed, progress=rank == 0,
-                                desc=f"maml x{world}")
+            recipe = MetaTraining(lr=args.lr, tasks=args.tasks, inner_steps=args.inner_steps,
+                                  inner_lr=args.inner_lr, meta_step=args.meta_step)
+            result = meta_train(model, sampler, args.steps, recipe,
+                                RunOptions(seed=args.seed, progress=rank == 0, desc=f"maml x{world}"),
+                                first_order=args.first_order)
         average_buffers(model)
         if rank == 0:
             settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}

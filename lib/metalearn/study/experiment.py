@@ -5,7 +5,7 @@ setting summary), and measure the drop under task shift (a table and its results
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -18,29 +18,44 @@ from metalearn.core.episodes import ClassDataset, EpisodeSampler
 from metalearn.core.evaluate import EvalResult, PairedDifference, Validation, evaluate, mean_ci95, paired_difference
 from metalearn.core.model_store import ModelStore, describe_model, model_key
 from metalearn.core.results import read_episodes, row
-from metalearn.core.train import TrainResult
+from metalearn.core.train import RunOptions, TrainResult
 from metalearn.datasets.task_shift import as_cifar_format, as_omniglot_format
-from metalearn.metric.episodic import predictor, train_episodic
+from metalearn.metric.episodic import predictor
 
 Data = EpisodeSampler | ClassDataset  # what a fit trains on: episodes, or a class dataset (pre-training, pairs)
 
 
-def fit(name: str, model: nn.Module, data: Data, steps: int, *, notebook: str, seed: int,
-        checkpoint_dir: str = "", models_dir: str = "", read_only: bool = False, lr: float = 1e-3,
-        halve_lr_every: int = 0, validation: Validation | None = None,
-        train_fn: Callable[..., TrainResult] = train_episodic, **train_kwargs: object) -> tuple[pd.DataFrame, float]:
-    """Train ``model`` for ``steps`` steps with ``train_fn(model, data, steps, ...)`` (episodic by default;
-    ``train_kwargs`` go to ``train_fn``), or reuse it; return its curve and training seconds.
+@dataclass(frozen=True)
+class FitContext:
+    """Where a chapter's fits live: the chapter (``notebook``), its seed, the folder of unfinished runs' resume
+    state (``checkpoint_dir``; "": none) and of trained models (``models_dir``; "": none, smoke scale), and whether
+    the models must already be there (``read_only``: another chapter's models)."""
+
+    notebook: str
+    seed: int
+    checkpoint_dir: str = ""
+    models_dir: str = ""
+    read_only: bool = False
+
+
+def fit(name: str, model: nn.Module, data: Data, steps: int, train_fn: Callable[..., TrainResult], settings: Any,
+        context: FitContext, validation: Validation | None = None) -> tuple[pd.DataFrame, float]:
+    """Train ``model`` for ``steps`` steps with ``train_fn(model, data, steps, settings, run)`` (the method's
+    trainer and its settings dataclass, e.g. ``train_episodic`` and ``Episodic(lr=1e-3)``), or reuse it; return its
+    curve and training seconds.
 
     The curve has one row per logged step: ``model`` (= ``name``), ``step``, ``seconds`` (training seconds so far),
     the training ``loss`` (and ``accuracy`` where logged) and, with ``validation``, ``val_accuracy`` at its checks;
     the model then ends with the weights of its best check (selection on validation classes).
 
-    With ``models_dir``, the final weights are kept in ``<models_dir>/<notebook>/<name>.pt`` and reused while the
-    model's key (configuration, source of the modules the fit imports, torch version) is unchanged; with
-    ``read_only`` they must be there (another notebook's models). With ``checkpoint_dir``, an unfinished run
-    resumes from its state there. One line says whether the model was reused, resumed or trained, and why.
+    With ``context.models_dir``, the final weights are kept in ``<models_dir>/<notebook>/<name>.pt`` and reused while
+    the model's key (configuration and settings, source of the modules the fit imports, torch version) is unchanged;
+    with ``context.read_only`` they must be there (another notebook's models). With ``context.checkpoint_dir``, an
+    unfinished run resumes from its state there. One line says whether the model was reused, resumed or trained, and
+    why.
     """
+    if not is_dataclass(settings):
+        raise TypeError(f"{name}: settings must be the trainer's settings dataclass, got {type(settings).__name__}")
     if isinstance(data, EpisodeSampler):
         what = f"{data.dataset.name}, {data.ways}-way {data.shots}-shot {data.queries}-query episodes"
         contents = data.dataset.digest
@@ -49,12 +64,12 @@ def fit(name: str, model: nn.Module, data: Data, steps: int, *, notebook: str, s
     else:  # generated tasks (e.g. sinusoids): their settings are the data
         what, contents = data.name, {k: v for k, v in sorted(vars(data).items()) if not k.startswith("_")}
     selection = {"validation": validation.describe()} if validation is not None else {}
-    config = dict(name=name, data=what, data_contents=contents, steps=steps, lr=lr, halve_lr_every=halve_lr_every,
-                  seed=seed, model=describe_model(model), trainer=f"{train_fn.__module__}.{train_fn.__qualname__}",
-                  **selection, **train_kwargs)
-    key = model_key(config, train_fn, model, data, *([validation.predict] if validation else []),
-                    *train_kwargs.values())
-    store = ModelStore(models_dir, notebook) if models_dir else None
+    config = dict(name=name, data=what, data_contents=contents, steps=steps, seed=context.seed,
+                  model=describe_model(model), trainer=f"{train_fn.__module__}.{train_fn.__qualname__}",
+                  settings={"type": f"{type(settings).__module__}.{type(settings).__qualname__}", **asdict(settings)},
+                  **selection)
+    key = model_key(config, train_fn, model, data, type(settings), *([validation.predict] if validation else []))
+    store = ModelStore(context.models_dir, context.notebook) if context.models_dir else None
     why = "no models folder set (smoke scale)"
     if store is not None:
         record, why = store.load(name, model, key)
@@ -62,16 +77,16 @@ def fit(name: str, model: nn.Module, data: Data, steps: int, *, notebook: str, s
             model.eval()  # as a trained model is returned
             print(f"{name}: reused {store.weights(name)} ({record['steps']} steps, key {key.digest[:12]} unchanged)")
             return _curve(name, record["history"], record.get("validation", [])), record["seconds"]
-        if read_only:
-            raise FileNotFoundError(f"{name}: {why}; the model must come from chapter {notebook} at this scale with "
-                                    f"the same settings (dvc repro {notebook}, or make paper)")
-    ckpt = Path(checkpoint_dir) / f"{notebook}-{name}-{key.digest[:16]}.pt" if checkpoint_dir else None
+        if context.read_only:
+            raise FileNotFoundError(f"{name}: {why}; the model must come from chapter {context.notebook} at this "
+                                    f"scale with the same settings (dvc repro {context.notebook}, or make paper)")
+    ckpt = (Path(context.checkpoint_dir) / f"{context.notebook}-{name}-{key.digest[:16]}.pt"
+            if context.checkpoint_dir else None)
     action = "resuming its unfinished run" if ckpt is not None and ckpt.exists() else "training"
     print(f"{name}: {action} ({why})")
-    if validation is not None:
-        train_kwargs = dict(validate=validation, validate_every=validation.every, **train_kwargs)
-    res = train_fn(model, data, steps, lr=lr, halve_lr_every=halve_lr_every, seed=seed, checkpoint=ckpt,
-                   log_every=max(1, steps // 40), desc=name, **train_kwargs)
+    run = RunOptions(seed=context.seed, checkpoint=ckpt, log_every=max(1, steps // 40), validate=validation,
+                     validate_every=validation.every if validation is not None else 0, desc=name)
+    res = train_fn(model, data, steps, settings, run)
     if store is not None:
         store.save(name, model, key, steps, res)
         if ckpt is not None:
@@ -92,8 +107,9 @@ def _curve(name: str, history: list[dict], validation: list[dict]) -> pd.DataFra
     return curve.assign(model=name)
 
 
-def fit_refit(name: str, make_model: Callable[[Data], nn.Module], data: Data, refit_data: Data, steps: int, *,
-              validation: Validation, **fit_kwargs: Any) -> tuple[nn.Module, pd.DataFrame, float, int]:
+def fit_refit(name: str, make_model: Callable[[Data], nn.Module], data: Data, refit_data: Data, steps: int,
+              train_fn: Callable[..., TrainResult], settings: Any, context: FitContext, validation: Validation,
+              ) -> tuple[nn.Module, pd.DataFrame, float, int]:
     """Snell et al.'s protocol: choose the training length on validation classes, then re-train on train + val.
 
     1. ``<name>-selection``: ``make_model(data)`` trains on ``data`` (the train classes) for ``steps`` steps, scored
@@ -103,12 +119,12 @@ def fit_refit(name: str, make_model: Callable[[Data], nn.Module], data: Data, re
        schedule then anneals over ``T``). No test class is ever seen.
 
     Return the final model, both runs' curves (the selection's carries ``val_accuracy``), their training seconds
-    together, and ``T``. ``fit_kwargs`` go to :func:`fit` (both runs)."""
-    curve_sel, sec_sel = fit(f"{name}-selection", make_model(data), data, steps, validation=validation,
-                             **fit_kwargs)
+    together, and ``T``. Both runs are :func:`fit` with ``train_fn``, ``settings`` and ``context``."""
+    curve_sel, sec_sel = fit(f"{name}-selection", make_model(data), data, steps, train_fn, settings, context,
+                             validation)
     chosen = int(curve_sel.loc[curve_sel["val_accuracy"].idxmax(), "step"])  # the first best, as in train()
     model = make_model(refit_data)
-    curve, sec = fit(name, model, refit_data, chosen, **fit_kwargs)
+    curve, sec = fit(name, model, refit_data, chosen, train_fn, settings, context)
     return model, pd.concat([curve_sel, curve], ignore_index=True), round(sec_sel + sec, 1), chosen
 
 

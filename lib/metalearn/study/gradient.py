@@ -16,12 +16,12 @@ from torch import nn
 
 from metalearn.core.episodes import ClassDataset, Episode, EpisodeSampler
 from metalearn.core.evaluate import EvalResult, PairedDifference, Validation, evaluate, paired_difference
-from metalearn.core.inner_loop import Adapted, adapted_predictor, head_names, without_norms
+from metalearn.core.inner_loop import INNER, Adapted, adapted_predictor, inner_names
 from metalearn.core.models import Classifier, conv4_for
 from metalearn.core.results import row
 from metalearn.core.strided_conv4 import StridedConv4
 from metalearn.core.train import TrainResult
-from metalearn.study.experiment import fit
+from metalearn.study.experiment import FitContext, fit
 
 Setting = tuple[str, int, int]  # (dataset, ways, shots)
 
@@ -113,17 +113,6 @@ def difference_column(differences: Mapping[Setting, PairedDifference], keys: Seq
     return [f"{differences[k].mean:+.2f} ± {differences[k].ci95:.2f}" if k in differences else "–" for k in keys]
 
 
-INNER = ("no_norms", "all", "head")  # what the inner loop adapts: Finn's (all but BatchNorm), everything, ANIL's head
-
-
-def inner_names(model: nn.Module, inner: str) -> list[str] | None:
-    """The parameters the inner loop adapts: ``"no_norms"`` every one but BatchNorm's γ/β (Finn et al.: they learn in
-    the outer loop only), ``"all"`` (None: every one, Reptile), ``"head"`` the last linear layer (ANIL)."""
-    if inner not in INNER:
-        raise ValueError(f"inner must be one of {INNER}, got {inner!r}")
-    return {"no_norms": without_norms, "head": head_names}[inner](model) if inner != "all" else None
-
-
 def backbone(dataset: str, image_shape: tuple[int, int, int]) -> nn.Module:
     """The gradient-based papers' backbones: on Omniglot Finn et al.'s (and Nichol et al.'s) strided Conv-4 with 64
     filters; on CIFAR-FS the max-pool Conv-4 with the 32 filters of their miniImageNet network."""
@@ -156,18 +145,19 @@ class Selection:
     protocol: str = "transductive"
 
 
-def fit_meta_models(method: str, setups: dict[Setting, MetaSetup], train_sets: dict[str, ClassDataset], *,
-                    notebook: str, seed: int, checkpoint_dir: str = "", models_dir: str = "", read_only: bool = False,
-                    lr: float = 1e-3, inner: str = "no_norms", selection: Selection | None = None,
-                    train_fn: Callable[..., TrainResult], **train_kwargs: object,
+def fit_meta_models(method: str, setups: dict[Setting, MetaSetup], train_sets: dict[str, ClassDataset],
+                    train_fn: Callable[..., TrainResult], settings: Any, context: FitContext,
+                    selection: Selection | None = None,
                     ) -> tuple[dict[Setting, Classifier], pd.DataFrame, dict[Setting, float]]:
     """Meta-train one classifier (:func:`backbone` + linear head) per setting with ``train_fn`` (the method's entry
-    point, e.g. :func:`~metalearn.gradient.fomaml.train_fomaml`; ``train_kwargs`` such as ``cosine`` go to it),
-    adapting ``inner`` (see :func:`inner_names`) in the inner loop, or one per group of settings that share a setup
-    with ``train_shots``; with ``selection``, each run keeps its best check on validation classes. Return the models,
-    the training curves (with ``dataset`` and ``setting`` columns: the training tasks') and the training seconds, by
-    setting. ``checkpoint_dir``,
-    ``models_dir`` and ``read_only``: see :func:`metalearn.study.experiment.fit`."""
+    point, e.g. :func:`~metalearn.gradient.fomaml.train_fomaml`) and ``settings`` (its settings dataclass, e.g.
+    ``MetaTraining(lr=1e-3, cosine=True, inner="no_norms")``), whose meta-batch and inner loop each setting's
+    :class:`MetaSetup` replaces; or one model per group of settings that share a setup with ``train_shots``. With
+    ``selection``, each run keeps its best check on validation classes (adapting what ``settings.inner`` names;
+    every parameter for a trainer without one, Reptile). Return the models, the training curves (with ``dataset``
+    and ``setting`` columns: the training tasks') and the training seconds, by setting. ``context``: see
+    :func:`metalearn.study.experiment.fit`."""
+    inner = getattr(settings, "inner", "all")
     if inner not in INNER:  # before any work
         raise ValueError(f"inner must be one of {INNER}, got {inner!r}")
     trained: dict[Setting, tuple[Classifier, float]] = {}
@@ -176,23 +166,21 @@ def fit_meta_models(method: str, setups: dict[Setting, MetaSetup], train_sets: d
         key = (dataset, ways, s.train_shots or shots)
         if key not in trained:
             data = train_sets[dataset]
-            torch.manual_seed(seed)
+            torch.manual_seed(context.seed)
             model = Classifier(backbone(dataset, tuple(data.images.shape[2:])), ways).to(data.device)
-            names = inner_names(model, inner)
-            kwargs = dict(names=names) if names is not None else {}
             validation = None
             if selection is not None:
                 val_sampler = EpisodeSampler(selection.val_sets[dataset], ways, key[2],
                                              protocol_queries(s, key[2], selection.protocol))
                 validation = Validation(val_sampler,
                                         adapted_predictor(inner_steps=s.test_inner_steps, inner_lr=s.inner_lr,
-                                                          names=names, protocol=selection.protocol),
+                                                          names=inner_names(model, inner),
+                                                          protocol=selection.protocol),
                                         episodes=selection.episodes, every=selection.every)
+            own = replace(settings, tasks=s.tasks, inner_steps=s.inner_steps, inner_lr=s.inner_lr)
             curve, sec = fit(f"{method}-{dataset}-{ways}w{key[2]}s", model,
-                             EpisodeSampler(data, ways, key[2], s.train_queries or key[2]), s.steps, notebook=notebook,
-                             seed=seed, checkpoint_dir=checkpoint_dir, models_dir=models_dir, read_only=read_only,
-                             lr=lr, train_fn=train_fn, validation=validation, tasks=s.tasks,
-                             inner_steps=s.inner_steps, inner_lr=s.inner_lr, **kwargs, **train_kwargs)
+                             EpisodeSampler(data, ways, key[2], s.train_queries or key[2]), s.steps, train_fn, own,
+                             context, validation)
             trained[key] = model, sec
             curves.append(curve.assign(dataset=dataset, setting=f"{ways}w{key[2]}s"))
         models[(dataset, ways, shots)], seconds[(dataset, ways, shots)] = trained[key]

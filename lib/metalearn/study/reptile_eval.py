@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import Any
 
 import pandas as pd
 import torch
@@ -32,9 +31,11 @@ from metalearn.core.episodes import ClassDataset, EpisodeSampler, make_generator
 from metalearn.core.evaluate import EvalResult, mean_ci95
 from metalearn.core.inner_loop import BN_PROTOCOLS, check_inner_loop, query_outputs
 from metalearn.core.models import Classifier
-from metalearn.gradient.reptile import adapt_support, train_reptile
+from metalearn.gradient.reptile import ReptileTraining, adapt_support, train_reptile
+from metalearn.study.experiment import FitContext
 from metalearn.study.gradient import (
     MetaSetup,
+    Selection,
     Setting,
     evaluate_adapted,
     fit_meta_models,
@@ -116,20 +117,21 @@ def shared_episodes(method: str, models: Mapping[Setting, nn.Module], setups: Ma
 
 
 def fit_reptile(method: str, setups: Mapping[Setting, MetaSetup], train_sets: dict[str, ClassDataset],
-                inner_batch: Mapping[str, int], **fit_kwargs: Any,
+                inner_batch: Mapping[str, int], settings: ReptileTraining, context: FitContext,
+                selection: Selection | None = None,
                 ) -> tuple[dict[Setting, Classifier], pd.DataFrame, dict[Setting, float]]:
-    """Reptile models for ``setups``: :func:`fit_meta_models` with :func:`~metalearn.gradient.reptile.train_reptile` (every
-    parameter adapts, BatchNorm's too, as in Nichol et al.'s code), each
-    group of settings with its own inner minibatch size, ``inner_batch[setting_group(dataset, ways)]``;
-    ``fit_kwargs`` (``notebook``, ``seed``, ``checkpoint_dir``, ``lr``, ...) go to :func:`fit_meta_models`."""
+    """Reptile models for ``setups``: :func:`~metalearn.study.gradient.fit_meta_models` with
+    :func:`~metalearn.gradient.reptile.train_reptile` and ``settings`` (every parameter adapts, BatchNorm's too, as
+    in Nichol et al.'s code), each group of settings with its own inner minibatch size,
+    ``inner_batch[setting_group(dataset, ways)]``."""
     groups: dict[tuple[str, int], dict[Setting, MetaSetup]] = {}
     for key, s in setups.items():
         groups.setdefault(key[:2], {})[key] = s
     models: dict[Setting, Classifier] = {}
     curves, seconds = [], {}
     for (dataset, ways), group in groups.items():
-        fitted, curve, sec = fit_meta_models(method, group, train_sets, train_fn=train_reptile, inner="all",
-                                             inner_batch=inner_batch[setting_group(dataset, ways)], **fit_kwargs)
+        own = replace(settings, inner_batch=inner_batch[setting_group(dataset, ways)])
+        fitted, curve, sec = fit_meta_models(method, group, train_sets, train_reptile, own, context, selection)
         models |= fitted
         curves.append(curve)
         seconds |= sec
@@ -138,18 +140,21 @@ def fit_reptile(method: str, setups: Mapping[Setting, MetaSetup], train_sets: di
 
 def reptile_inner_lr_search(setups: Mapping[Setting, MetaSetup], train_sets: dict[str, ClassDataset],
                             val_sets: Mapping[str, ClassDataset], inner_batch: Mapping[str, int],
-                            candidates: Mapping[str, Sequence[float]], *, steps: int, episodes: int,
-                            seed: int, **fit_kwargs: Any) -> tuple[pd.DataFrame, dict[Setting, MetaSetup]]:
+                            candidates: Mapping[str, Sequence[float]], settings: ReptileTraining,
+                            context: FitContext, *, steps: int, episodes: int,
+                            ) -> tuple[pd.DataFrame, dict[Setting, MetaSetup]]:
     """Each data set's inner learning rate chosen on its validation classes: for every rate in
     ``candidates[dataset]``, a Reptile model of the data set's 5-way 1-shot setup (``steps`` meta-steps, named
-    ``grid-lr<rate>``; :func:`fit_reptile` with ``seed`` and ``fit_kwargs``) scored after adaptation on ``episodes``
-    validation episodes (the setup's test queries per class, seed ``seed + 1``). Returns the grid (``dataset``, ``inner lr``,
-    ``validation accuracy``) and ``setups`` with each searched data set's best rate."""
+    ``grid-lr<rate>``; :func:`fit_reptile` with ``settings`` and ``context``) scored after adaptation on
+    ``episodes`` validation episodes (the setup's test queries per class, seed ``context.seed + 1``). Returns the
+    grid (``dataset``, ``inner lr``, ``validation accuracy``) and ``setups`` with each searched data set's best
+    rate."""
+    seed = context.seed
     records = []
     for dataset, rates in candidates.items():
         for lr in rates:
             setup = {(dataset, 5, 1): replace(setups[(dataset, 5, 1)], steps=steps, inner_lr=lr)}
-            models, _, _ = fit_reptile(f"grid-lr{lr}", setup, train_sets, inner_batch, seed=seed, **fit_kwargs)
+            models, _, _ = fit_reptile(f"grid-lr{lr}", setup, train_sets, inner_batch, settings, context)
             res = evaluate_adapted("reptile", models, setup, val_sets, episodes=episodes, seed=seed + 1, inner="all")
             records.append({"dataset": dataset, "inner lr": lr,
                             "validation accuracy": res["reptile"][(dataset, 5, 1)].mean})

@@ -36,7 +36,7 @@ MATHJAX_URL = "mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe"
 # and zoom extensions; no a11y, no SVG output, no localisation (English is built in)
 MATHJAX_PARTS = ("MathJax.js", "LICENSE", "config", "extensions", "jax/input/TeX", "jax/element", "jax/output/HTML-CSS",
                  "fonts")
-README_START, README_END = "<!-- chapters:start -->", "<!-- chapters:end -->"
+MODELS_BUDGET_MB = 80  # what the committed study-scale models may take in the working tree
 # the metrics a headline may show, in order of preference
 HEADLINE_METRICS = ("accuracy", "delta_auprc", "roc_auc", "instance_accuracy", "mse")
 
@@ -158,14 +158,33 @@ def readme_table(results: pd.DataFrame, reports: Path) -> str:
     return "\n".join(lines)
 
 
-def update_readme(readme: Path, table: str) -> bool:
-    """Write ``table`` between the README's markers; return whether the README changed."""
+def model_sizes_table(models: Path, budget_mb: float = MODELS_BUDGET_MB) -> str:
+    """The README's table of the committed models' sizes (markdown): per chapter the number of models, their size
+    on disk and the largest one; the total against ``budget_mb``."""
+    lines = ["| chapter | models | MB | largest |", "|---|---|---|---|"]
+    total = 0.0
+    for folder in sorted(p for p in models.iterdir() if p.is_dir() and p.name[:2].isdigit()):
+        files = sorted(folder.glob("*.pt"), key=lambda p: (-p.stat().st_size, p.name))
+        if not files:
+            continue
+        size = sum(p.stat().st_size for p in files) / 1e6
+        total += size
+        lines.append(f"| {folder.name} | {len(files)} | {size:.1f} | {files[0].stem} "
+                     f"({files[0].stat().st_size / 1e6:.1f} MB) |")
+    lines.append(f"| all | {sum(1 for _ in models.glob('[0-9]*/*.pt'))} | {total:.1f} | budget {budget_mb:g} MB |")
+    return "\n".join(lines)
+
+
+def update_readme(readme: Path, table: str, block: str = "chapters") -> bool:
+    """Write ``table`` between the README's ``<!-- block:start -->`` and ``<!-- block:end -->`` markers; return
+    whether the README changed."""
+    start, end = f"<!-- {block}:start -->", f"<!-- {block}:end -->"
     text = readme.read_text()
-    if README_START not in text or README_END not in text:
-        raise ValueError(f"{readme} has no {README_START} ... {README_END} block to hold the chapter table")
-    head, rest = text.split(README_START, 1)
-    _, tail = rest.split(README_END, 1)
-    new = f"{head}{README_START}\n{table}\n{README_END}{tail}"
+    if start not in text or end not in text:
+        raise ValueError(f"{readme} has no {start} ... {end} block to hold the {block} table")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    new = f"{head}{start}\n{table}\n{end}{tail}"
     if new != text:
         with atomic_path(readme) as tmp:
             tmp.write_text(new)
@@ -236,12 +255,14 @@ def build(reports: Path = ROOT / "reports", plots: bool = True) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reports", type=Path, default=ROOT / "reports")
-    parser.add_argument("--readme", type=Path, help="only rewrite this README's chapter table")
+    parser.add_argument("--readme", type=Path, help="only rewrite this README's chapter and model-size tables")
+    parser.add_argument("--models", type=Path, default=ROOT / "models")
     parser.add_argument("--no-plots", action="store_true", help="skip the DVC plots page")
     args = parser.parse_args(argv)
     if args.readme:
         changed = update_readme(args.readme, readme_table(pd.read_csv(args.reports / "results.csv"), args.reports))
-        print(f"{args.readme}: {'chapter table updated' if changed else 'chapter table already current'}")
+        changed |= update_readme(args.readme, model_sizes_table(args.models), "model-sizes")
+        print(f"{args.readme}: {'tables updated' if changed else 'tables already current'}")
         return 0
     for path in build(args.reports, plots=not args.no_plots):
         print("wrote", path.relative_to(args.reports.parent))
