@@ -2,20 +2,11 @@
 the task-batched step (all T tasks of a meta-batch in one forward and backward pass per layer), the same split over
 threads, and the head-only step of ANIL (the body run once per task).
 
-
-A loop over tasks (``outer_loop.meta_loss``, torchmeta, higher) runs every layer T times on a handful of images: on a GPU,
-T small kernels per layer leave the device mostly idle. Here θ is expanded to per-task copies θ_b [T, ...],
-so the adapted weights θ'_b = θ_b − α ∇L_S(θ_b) are per task, and each layer runs once for the whole meta-batch:
-
-    conv        images [N, T·C, H, W], weights [T·C', C, 3, 3], ``groups=T``  (task i sees only its own filters)
-    BatchNorm   over [N, T·C, H, W]: statistics per (task, channel), i.e. each task's own batch statistics
-    linear      ``baddbmm`` over [T, N, D] with weights [T, ways, D]
-
-Because Σ_i L_i(θ_b[i]) separates over tasks, one ``autograd.grad`` gives every task's inner gradient, and the
-outer backward through ``θ.expand`` sums the tasks' meta-gradients. No ``vmap`` is involved (its BatchNorm
-batching rule gives wrong second-order gradients); the tests check this step against the per-task loop in float64.
-Supported layers: Conv2d, BatchNorm2d, ReLU, MaxPool2d, AdaptiveAvgPool2d(1), Linear (and the flatten before the first
-Linear), i.e. the Conv-4 classifiers (max-pool or strided) and MLPs.
+The task-batched step expands θ to per-task copies θ_b [T, ...], so the adapted weights θ'_b = θ_b − α ∇L_S(θ_b) are
+per task, and each layer runs once for the whole meta-batch (:mod:`metalearn.core.batched`). Because Σ_i L_i(θ_b[i])
+separates over tasks, one ``autograd.grad`` gives every task's inner gradient, and the outer backward through
+``θ.expand`` sums the tasks' meta-gradients. No ``vmap`` is involved (its BatchNorm batching rule gives wrong
+second-order gradients); the tests check this step against the per-task loop in float64.
 """
 
 from __future__ import annotations
@@ -28,55 +19,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from metalearn.core.batched import batched_forward
 from metalearn.core.inner_loop import LossFn, Params, Tasks, adapt, check_inner_loop, head_names
-
-_SUPPORTED = (nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.MaxPool2d, nn.AdaptiveAvgPool2d, nn.Linear)
-
-
-def layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The model's leaf layers in order, checked to be supported (``ValueError`` naming the first that is not)."""
-    leaves = [(n, m) for n, m in model.named_modules() if not list(m.children())]
-    for name, m in leaves:
-        if not isinstance(m, _SUPPORTED) or (isinstance(m, nn.AdaptiveAvgPool2d) and m.output_size not in (1, (1, 1))):
-            raise ValueError(f"the task-batched MAML step does not support {m} ({name}); "
-                             f"use metalearn.gradient.outer_loop.meta_loss for this model")
-    return leaves
-
-
-def batched_forward(model: nn.Module, params: Params, x: Tensor, update_stats: bool = True) -> Tensor:
-    """The model's layers applied to each task's images with that task's weights:
-    ``params`` ``{name: [T, *shape]}``, ``x [T, N, ...]`` -> outputs ``[T, N, ...]``. In training mode BatchNorm
-    uses each task's batch statistics and (``update_stats``) moves the running statistics by the tasks' average."""
-    t, n = x.shape[:2]
-    h = x.transpose(0, 1).reshape(n, t * x.shape[2], *x.shape[3:]) if x.ndim == 5 else x  # [N, T*C, H, W]
-    for name, m in layers(model):
-        p = {k: params[f"{name}.{k}" if name else k] for k, _ in m.named_parameters()}
-        if isinstance(m, nn.Conv2d):
-            h = F.conv2d(h, p["weight"].flatten(0, 1), p["bias"].flatten() if "bias" in p else None,
-                         m.stride, m.padding, m.dilation, groups=t)
-        elif isinstance(m, nn.BatchNorm2d):
-            use_batch = m.training or m.running_mean is None
-            mean = var = None
-            if m.running_mean is not None and (not use_batch or update_stats):
-                mean, var = m.running_mean.repeat(t), m.running_var.repeat(t)
-            h = F.batch_norm(h, mean, var, p["weight"].flatten(), p["bias"].flatten(), use_batch, m.momentum, m.eps)
-            if use_batch and update_stats and mean is not None:
-                with torch.no_grad():
-                    m.running_mean.copy_(mean.view(t, -1).mean(0))
-                    m.running_var.copy_(var.view(t, -1).mean(0))
-                    m.num_batches_tracked += 1
-        elif isinstance(m, nn.ReLU):
-            h = F.relu(h)
-        elif isinstance(m, nn.MaxPool2d):
-            h = F.max_pool2d(h, m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode)
-        elif isinstance(m, nn.AdaptiveAvgPool2d):  # to 1x1: the mean over positions
-            h = h.mean((2, 3), keepdim=True)
-        else:  # Linear: from [N, T*C, H, W] (or [T, N, D]) to [T, N, D], then one batched matmul
-            if h.ndim == 4:
-                h = h.reshape(n, t, -1).transpose(0, 1)
-            out = torch.bmm(h, p["weight"].transpose(1, 2))
-            h = out + p["bias"][:, None] if "bias" in p else out
-    return h
 
 
 def batched_meta_loss(model: nn.Module, tasks: Tasks, *, inner_steps: int, inner_lr: float, first_order: bool = False,
