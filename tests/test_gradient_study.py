@@ -26,7 +26,6 @@ from metalearn.study.gradient import (
     protocol_queries,
     result_rows,
     setting_label,
-    shared_episodes,
     with_steps,
 )
 from metalearn.study.reptile_eval import fit_reptile, reptile_inner_lr_search
@@ -78,24 +77,29 @@ def test_shared_models_evaluation_and_rows(omniglot_train, omniglot_test, tmp_pa
     assert set(json.loads(metrics_file.read_text())["omniglot"]["20w5s"]) == {"maml", "maml_transductive"}
 
 
-def test_shared_episodes_are_the_other_chapters(omniglot_train, omniglot_test) -> None:
-    """The rows a reader pairs with chapters 00-08: episodes of ``queries`` per class, scored transductively; a setup
-    whose own test episodes are those reuses its transductive result, and computing them gives the same numbers."""
+def test_one_pass_scores_every_row_on_the_shared_episodes(omniglot_train, omniglot_test) -> None:
+    """With ``shared_queries``, one adaptation per episode gives every row: the shared episodes (those of chapters
+    00-08, drawn with that many queries per class), Finn's transductive row on the first K queries of each class and
+    Nichol's on the first one; a row that needs more queries than the shared episodes have gets episodes of its
+    own."""
     own = {k: v for k, v in meta_setups(SETTINGS).items() if k == ("omniglot", 20, 5)}  # test_queries None: K = 5
     models, _, _ = fit_meta_models("maml", own, {"omniglot": omniglot_train}, train_maml, MAML, CTX)
-    done = evaluate_adapted("maml", models, own, {"omniglot": omniglot_test}, episodes=3, seed=0)
-    shared = shared_episodes("maml", models, own, {"omniglot": omniglot_test}, episodes=3, seed=0, queries=2,
-                             done=done)
-    assert list(shared) == ["maml_transductive_2q"]
-    computed = shared["maml_transductive_2q"][("omniglot", 20, 5)]
-    assert computed is not done["maml_transductive"][("omniglot", 20, 5)]  # K = 5 queries: other episodes
-    assert all(abs(a * 40 / 100 - round(a * 40 / 100)) < 1e-6 for a in computed.per_episode)  # 2 x 20 queries
-    as_own = {("omniglot", 20, 5): replace(own[("omniglot", 20, 5)], test_queries=2)}
-    again = evaluate_adapted("maml", models, as_own, {"omniglot": omniglot_test}, episodes=3, seed=0)
-    reused = shared_episodes("maml", models, as_own, {"omniglot": omniglot_test}, episodes=3, seed=0, queries=2,
-                             done=again)["maml_transductive_2q"][("omniglot", 20, 5)]
-    assert reused is again["maml_transductive"][("omniglot", 20, 5)]
-    assert (reused.per_episode == computed.per_episode).all()  # computed here = reused: the same episodes
+    key = ("omniglot", 20, 5)
+    alone = evaluate_adapted("maml", models, own, {"omniglot": omniglot_test}, episodes=3, seed=0)
+    res = evaluate_adapted("maml", models, own, {"omniglot": omniglot_test}, episodes=3, seed=0, shared_queries=6)
+    assert set(res) == {"maml", "maml_transductive", "maml_transductive_6q"}
+    shared = res["maml_transductive_6q"][key]
+    assert all(abs(a * 120 / 100 - round(a * 120 / 100)) < 1e-6 for a in shared.per_episode)  # 6 x 20 queries
+    assert all(abs(a * 100 / 100 - round(a * 100 / 100)) < 1e-6 for a in res["maml_transductive"][key].per_episode)
+    assert all(abs(a * 20 / 100 - round(a * 20 / 100)) < 1e-6 for a in res["maml"][key].per_episode)
+    # the shared row is the episodes' own: the same as scoring a setup whose test queries are those
+    as_shared = {key: replace(own[key], test_queries=6)}
+    direct = evaluate_adapted("maml", models, as_shared, {"omniglot": omniglot_test}, episodes=3, seed=0)
+    assert (direct["maml_transductive"][key].per_episode == shared.per_episode).all()
+    # fewer shared queries than K = 5: Finn's row keeps its own episodes (those of the run without shared ones)
+    few = evaluate_adapted("maml", models, own, {"omniglot": omniglot_test}, episodes=3, seed=0, shared_queries=2)
+    assert (few["maml_transductive"][key].per_episode == alone["maml_transductive"][key].per_episode).all()
+    assert all(abs(a * 40 / 100 - round(a * 40 / 100)) < 1e-6 for a in few["maml_transductive_2q"][key].per_episode)
 
 
 def test_reptile_models_per_group_and_the_inner_lr_search(omniglot_train, omniglot_test) -> None:

@@ -16,7 +16,7 @@ statistics: BatchNorm always normalises with statistics of a batch, and the prot
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Protocol
 
@@ -31,6 +31,7 @@ from metalearn.core.evaluate import PredictFn
 Params = dict[str, Tensor]
 LossFn = Callable[[Tensor, Tensor], Tensor]  # a criterion: (outputs, targets) -> scalar loss
 BN_PROTOCOLS = ("nichol", "transductive")
+View = tuple[str, "Tensor | slice"]  # (BatchNorm protocol, index of the queries it scores)
 BATCHED_CPU_SUPPORT = 25  # support images per task up to which a CPU adapts tasks in task-batched passes
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
@@ -221,37 +222,53 @@ class Adapted(nn.Module):
                 protocols: tuple[str, ...] = BN_PROTOCOLS) -> list[Tensor]:
         """One adaptation per task, then the query outputs ``[T, m, ...]`` under each BatchNorm protocol of
         ``protocols``."""
+        return self.views(support_x, support_y, query_x, [(p, slice(None)) for p in protocols])
+
+    def views(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, views: Sequence[View]) -> list[Tensor]:
+        """One adaptation per task, scored several ways: for each ``(protocol, index)`` of ``views``, the outputs
+        ``[T, m', ...]`` of the queries ``query_x[:, index]`` under that BatchNorm protocol (e.g. Nichol's on the
+        first query of each class and the transductive one on all of them, from the same adapted weights)."""
         if self.use_batched(support_x):
-            return self.outputs_batched(support_x, support_y, query_x, protocols)
-        return self.outputs_per_task(support_x, support_y, query_x, protocols)
+            return self.views_batched(support_x, support_y, query_x, views)
+        return self.views_per_task(support_x, support_y, query_x, views)
 
     def outputs_batched(self, support_x: Tensor, support_y: Tensor, query_x: Tensor,
                         protocols: tuple[str, ...] = BN_PROTOCOLS) -> list[Tensor]:
         """:meth:`outputs` in task-batched passes, ``chunk`` tasks at a time."""
-        if not self.batched:
-            raise ValueError(f"the task-batched pass does not run {type(self.model).__name__}; use outputs_per_task")
-        parts = [self._outputs_batched(support_x[lo:lo + self.chunk], support_y[lo:lo + self.chunk],
-                                       query_x[lo:lo + self.chunk], protocols)
-                 for lo in range(0, support_x.shape[0], self.chunk)]
-        return [torch.cat([p[i] for p in parts]) for i in range(len(protocols))]
+        return self.views_batched(support_x, support_y, query_x, [(p, slice(None)) for p in protocols])
 
     def outputs_per_task(self, support_x: Tensor, support_y: Tensor, query_x: Tensor,
                          protocols: tuple[str, ...] = BN_PROTOCOLS) -> list[Tensor]:
         """:meth:`outputs` one task at a time (any network; the reference the batched pass is tested against)."""
+        return self.views_per_task(support_x, support_y, query_x, [(p, slice(None)) for p in protocols])
+
+    def views_batched(self, support_x: Tensor, support_y: Tensor, query_x: Tensor,
+                      views: Sequence[View]) -> list[Tensor]:
+        """:meth:`views` in task-batched passes, ``chunk`` tasks at a time."""
+        if not self.batched:
+            raise ValueError(f"the task-batched pass does not run {type(self.model).__name__}; use outputs_per_task")
+        parts = [self._outputs_batched(support_x[lo:lo + self.chunk], support_y[lo:lo + self.chunk],
+                                       query_x[lo:lo + self.chunk], views)
+                 for lo in range(0, support_x.shape[0], self.chunk)]
+        return [torch.cat([p[i] for p in parts]) for i in range(len(views))]
+
+    def views_per_task(self, support_x: Tensor, support_y: Tensor, query_x: Tensor,
+                       views: Sequence[View]) -> list[Tensor]:
+        """:meth:`views` one task at a time."""
         model = self.model
-        outputs: list[list[Tensor]] = [[] for _ in protocols]
+        outputs: list[list[Tensor]] = [[] for _ in views]
         for sx, sy, qx in zip(support_x, support_y, query_x, strict=True):
             params = {n: p.detach().requires_grad_(n in self.names) for n, p in model.named_parameters()}
             with batch_statistics(model):
                 adapted = adapt(model, params, sx, sy, steps=self.inner_steps, inner_lr=self.inner_lr,
                                 first_order=True, names=self.names, loss_fn=self.loss_fn)
             with torch.no_grad():
-                for out, protocol in zip(outputs, protocols, strict=True):
-                    out.append(query_outputs(model, adapted, sx, qx, protocol))
+                for out, (protocol, index) in zip(outputs, views, strict=True):
+                    out.append(query_outputs(model, adapted, sx, qx[index], protocol))
         return [torch.stack(out) for out in outputs]
 
     def _outputs_batched(self, support_x: Tensor, support_y: Tensor, query_x: Tensor,
-                         protocols: tuple[str, ...]) -> list[Tensor]:
+                         views: Sequence[View]) -> list[Tensor]:
         """θ'_t of every task of the chunk in task-batched passes (BatchNorm: each task's own batch statistics;
         running statistics neither used nor moved), then each protocol's query outputs."""
         model, t = self.model, support_x.shape[0]
@@ -269,7 +286,7 @@ class Adapted(nn.Module):
                 params = {**params, **{n: (adapted[n] - self.inner_lr * g).detach()
                                        for n, g in zip(self.names, grads, strict=True)}}
             with torch.no_grad():
-                return [self._query_batched(params, support_x, query_x, p) for p in protocols]
+                return [self._query_batched(params, support_x, query_x[:, index], p) for p, index in views]
         finally:
             model.train(was_training)
 

@@ -10,12 +10,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import MISSING, dataclass, fields, replace
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
-from metalearn.core.episodes import ClassDataset, Episode, EpisodeSampler
-from metalearn.core.evaluate import EvalResult, PairedDifference, Validation, evaluate, paired_difference
+from metalearn.core.episodes import ClassDataset, EpisodeSampler, make_generator
+from metalearn.core.evaluate import EvalResult, PairedDifference, Validation, mean_ci95, paired_difference
 from metalearn.core.inner_loop import INNER, Adapted, adapted_predictor, inner_names
 from metalearn.core.models import Classifier, conv4_for
 from metalearn.core.results import row
@@ -187,58 +188,61 @@ def fit_meta_models(method: str, setups: dict[Setting, MetaSetup], train_sets: d
     return models, pd.concat(curves), seconds
 
 
-def _adapted_accuracy(model: torch.nn.Module, setup: MetaSetup, inner: str, protocol: str, sampler: EpisodeSampler,
-                      episodes: int, seed: int) -> EvalResult:
-    """``model`` adapted on the support set of each of ``episodes`` seeded episodes of ``sampler`` (``setup``'s test
-    inner loop on the ``inner`` parameters), its queries scored under the BatchNorm ``protocol``."""
-    learner = Adapted(model, inner_steps=setup.test_inner_steps, inner_lr=setup.inner_lr,
-                      names=inner_names(model, inner))
-
-    def predict(ep: Episode) -> torch.Tensor:
-        return learner.outputs(ep.support_x, ep.support_y, ep.query_x, (protocol,))[0].argmax(-1)
-
-    return evaluate(predict, sampler, episodes=episodes, seed=seed)
-
-
 def evaluate_adapted(method: str, models: Mapping[Setting, torch.nn.Module], setups: Mapping[Setting, MetaSetup],
-                     test_sets: Mapping[str, ClassDataset], *, episodes: int, seed: int,
-                     inner: str = "no_norms") -> dict[str, dict[Setting, EvalResult]]:
-    """Each model adapted on the support set of each of ``episodes`` seeded test episodes (its setup's
-    ``test_inner_steps`` SGD steps of the ``inner`` parameters, see :func:`inner_names`), then scored under both
-    BatchNorm protocols, each on its own episodes (:func:`protocol_queries` per class): ``method`` (Nichol et al.'s
-    non-transductive protocol and evaluation: one query per class, normalised with the support set plus itself) and
-    ``f"{method}_transductive"`` (the setup's ``test_queries`` per class, K if None, normalised with the query batch's
-    statistics: Finn et al.'s). Every method scored with the same setups and seed sees the same episodes."""
-    res: dict[str, dict[Setting, EvalResult]] = {method: {}, f"{method}_transductive": {}}
-    for (dataset, ways, shots), model in models.items():
-        s = setups[(dataset, ways, shots)]
-        for name, protocol in ((method, "nichol"), (f"{method}_transductive", "transductive")):
-            sampler = EpisodeSampler(test_sets[dataset], ways, shots, protocol_queries(s, shots, protocol))
-            res[name][(dataset, ways, shots)] = _adapted_accuracy(model, s, inner, protocol, sampler, episodes, seed)
-    return res
+                     test_sets: Mapping[str, ClassDataset], *, episodes: int, seed: int, inner: str = "no_norms",
+                     shared_queries: int | None = None, tasks_per_batch: int = 50,
+                     ) -> dict[str, dict[Setting, EvalResult]]:
+    """Each model adapted once on the support set of each of ``episodes`` seeded test episodes (its setup's
+    ``test_inner_steps`` SGD steps of the ``inner`` parameters, see :func:`inner_names`), and that one adaptation
+    scored in every row (the protocols share it; the episodes are the shared ones, Q = ``shared_queries`` queries per
+    class, or, without them or where a row needs more queries than Q, episodes of that many):
 
+        ``method``                            Nichol et al.'s non-transductive protocol and evaluation: the first
+                                              query of each class, normalised with the support set plus itself
+        ``f"{method}_transductive"``          the first :func:`protocol_queries` queries per class (the setup's
+                                              ``test_queries``, K if None), normalised with their batch's statistics
+                                              (Finn et al.'s)
+        ``f"{method}_transductive_{Q}q"``     with ``shared_queries``: all Q = ``shared_queries`` queries per class,
+                                              transductive: the study's shared test episodes, which the summary pairs
+                                              with the other chapters' (the same sampler and seed)
 
-def shared_episodes(method: str, models: Mapping[Setting, torch.nn.Module], setups: Mapping[Setting, MetaSetup],
-                    test_sets: Mapping[str, ClassDataset], *, episodes: int, seed: int, queries: int,
-                    inner: str = "no_norms", done: Mapping[str, Mapping[Setting, EvalResult]] | None = None,
-                    ) -> dict[str, dict[Setting, EvalResult]]:
-    """Each model on the study's shared test episodes, those the other chapters score on (``episodes`` seeded
-    episodes of ``queries`` queries per class, :class:`metalearn.study.experiment.Evaluator`'s), so that a reader can
-    pair them:
-    ``{f"{method}_transductive_{queries}q": {setting: result}}``, adapted as :func:`evaluate_adapted` does and scored
-    under the transductive protocol (Nichol et al.'s would cost a forward pass of the support set per query: 300
-    passes of 101 images per Omniglot 20-way 5-shot episode). Where a setup's own test episodes are these
-    (``test_queries == queries``), ``done[f"{method}_transductive"]`` (:func:`evaluate_adapted`'s result) is reused."""
-    name, reuse = f"{method}_transductive_{queries}q", (done or {}).get(f"{method}_transductive", {})
-    out: dict[Setting, EvalResult] = {}
+    Every method scored with the same setups and seed sees the same episodes."""
+    rows: dict[str, dict[Setting, EvalResult]] = {method: {}, f"{method}_transductive": {}}
+    if shared_queries is not None:
+        rows[f"{method}_transductive_{shared_queries}q"] = {}
     for key, model in models.items():
-        s = setups[key]
-        if key in reuse and protocol_queries(s, key[2], "transductive") == queries:
-            out[key] = reuse[key]
-        else:
-            sampler = EpisodeSampler(test_sets[key[0]], key[1], key[2], queries)
-            out[key] = _adapted_accuracy(model, s, inner, "transductive", sampler, episodes, seed)
-    return {name: out}
+        (dataset, ways, shots), s = key, setups[key]
+        own = protocol_queries(s, shots, "transductive")
+        passes: dict[int, dict[str, tuple[str, int]]] = {}  # queries per class -> {row: (protocol, queries it scores)}
+        main = shared_queries if shared_queries is not None and own <= shared_queries else own
+        passes.setdefault(main, {})[method] = ("nichol", NICHOL_QUERIES)
+        passes[main][f"{method}_transductive"] = ("transductive", own)
+        if shared_queries is not None:
+            passes.setdefault(shared_queries, {})[f"{method}_transductive_{shared_queries}q"] = ("transductive",
+                                                                                               shared_queries)
+        learner = Adapted(model, inner_steps=s.test_inner_steps, inner_lr=s.inner_lr, names=inner_names(model, inner))
+        for queries, views in passes.items():
+            sampler = EpisodeSampler(test_sets[dataset], ways, shots, queries)
+            for name, per_episode in _scored_views(learner, sampler, views, episodes, seed, tasks_per_batch).items():
+                rows[name][key] = EvalResult(*mean_ci95(per_episode), episodes, per_episode)
+    return rows
+
+
+def _scored_views(learner: Adapted, sampler: EpisodeSampler, views: Mapping[str, tuple[str, int]], episodes: int,
+                  seed: int, tasks_per_batch: int) -> dict[str, np.ndarray]:
+    """Each episode's accuracy (%) in every view ``{row: (protocol, q)}``: the first q queries of each class of
+    ``episodes`` seeded episodes of ``sampler``, scored under the protocol after one adaptation per episode."""
+    dev, ways, queries = sampler.dataset.device, sampler.ways, sampler.queries
+    index = {name: (torch.arange(ways, device=dev)[:, None] * queries + torch.arange(q, device=dev)).flatten()
+             for name, (_, q) in views.items()}  # the first q queries of each class
+    g = make_generator(seed, dev)
+    accs: dict[str, list[torch.Tensor]] = {name: [] for name in views}
+    for lo in range(0, episodes, tasks_per_batch):
+        ep = sampler.sample(min(tasks_per_batch, episodes - lo), g)
+        outs = learner.views(ep.support_x, ep.support_y, ep.query_x, [(p, index[n]) for n, (p, _) in views.items()])
+        for name, out in zip(views, outs, strict=True):
+            accs[name].append((out.argmax(-1) == ep.query_y[:, index[name]]).double().mean(1) * 100)
+    return {name: torch.cat(values).cpu().numpy() for name, values in accs.items()}
 
 
 def result_rows(notebook: str, res: Mapping[str, Mapping[Setting, EvalResult]], seconds: Mapping[Setting, float],
