@@ -108,6 +108,11 @@ def test_models_are_stored_reused_and_retrained(omniglot_train, tmp_path, capsys
     assert "study/plotting.py" not in record["sources"]
     state = torch.load(models / "nb" / "proto.pt", weights_only=True)
     assert set(state) == set(first.state_dict())  # a plain state_dict
+    # in half precision, and the model fit returns holds exactly the stored weights
+    assert {v.dtype for k, v in state.items() if "num_batches" not in k} == {torch.float16}
+    for k, v in first.state_dict().items():
+        assert v.dtype == torch.float32 or "num_batches" in k
+        torch.testing.assert_close(v, state[k].to(v.dtype), rtol=0, atol=0)
 
     again, again_curve = _fit(sampler, 4, models_dir=str(models))
     assert "proto: reused" in capsys.readouterr().out
@@ -219,3 +224,12 @@ def test_a_record_that_is_not_an_object_is_refused(omniglot_train, tmp_path, cap
     capsys.readouterr()
     _fit(sampler, 2, models_dir=str(models))
     assert "refused" in capsys.readouterr().out
+
+
+def test_half_state_keeps_what_float16_cannot_hold():
+    from metalearn.core.model_store import half_state
+
+    state = {"w": torch.tensor([1.0, 1 / 3]), "big": torch.tensor([1e6]), "n": torch.tensor(7)}
+    half = half_state(state)
+    assert half["w"].dtype == torch.float16 and abs(float(half["w"][1]) - 1 / 3) < 2**-11
+    assert half["big"].dtype == torch.float32 and half["n"].dtype == torch.int64

@@ -132,8 +132,21 @@ def file_sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+def half_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A ``state_dict`` as the store keeps it: every float32 or float64 tensor in float16 (half the bytes of float32;
+    a relative rounding of at most 2^-11), on the CPU; a tensor whose values float16 cannot hold (beyond ±65504)
+    keeps its dtype, and integer buffers (BatchNorm's step count) are kept as they are."""
+    out = {}
+    for k, v in state.items():
+        v = v.detach().cpu()
+        half = v.half() if v.dtype in (torch.float32, torch.float64) else None
+        overflows = half is not None and bool((torch.isinf(half) & torch.isfinite(v)).any())
+        out[k] = half if half is not None and not overflows else v.clone()
+    return out
+
+
 class ModelStore:
-    """The final weights of one notebook's models under ``<models_dir>/<notebook>/``."""
+    """The final weights of one notebook's models under ``<models_dir>/<notebook>/``, in half precision."""
 
     def __init__(self, models_dir: str | Path, notebook: str) -> None:
         self.folder = Path(models_dir) / notebook
@@ -172,9 +185,12 @@ class ModelStore:
         return record, ""
 
     def save(self, name: str, model: nn.Module, key: ModelKey, steps: int, result: TrainResult) -> Path:
-        """Write the final weights of ``name`` and their record, each atomically (weights first)."""
+        """Write the final weights of ``name`` in half precision (:func:`half_state`) and their record, each
+        atomically (weights first); ``model`` then holds the stored weights, so that a model used right after its
+        training and the same model reused later give the same numbers."""
         weights = self.weights(name)
-        state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        state = half_state(model.state_dict())
+        model.load_state_dict(state)  # float16 -> the model's own dtype: the weights every later run reads
         buffer = io.BytesIO()  # saved through a buffer, the bytes do not depend on the file's (temporary) name
         torch.save(state, buffer)
         with atomic_path(weights) as tmp:
