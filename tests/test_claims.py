@@ -42,7 +42,7 @@ def test_a_second_training_seed_that_disagrees_undoes_a_win():
     three = paired_evidence("omniglot 5w1s", "omniglot", seeds, episodes)
     assert three.differences.shape == (3, 600)
     v = judge(_claim("beats"), [three])
-    assert v.verdict == "does not hold here" and v.settings[0].interval.seeds == 3
+    assert v.verdict == "inconclusive here" and v.settings[0].interval.seeds == 3
 
 
 def test_matches_needs_equivalence_not_a_ci_that_covers_zero():
@@ -53,7 +53,7 @@ def test_matches_needs_equivalence_not_a_ci_that_covers_zero():
     # the same means on 10 episodes: the interval covers 0 but also the margin, so no match is read from it
     noisy = [Evidence(e.setting, e.dataset, _episodes(e.differences.mean(), n=10)) for e in close]
     v = judge(_claim("matches"), noisy)
-    assert v.verdict == "does not hold here" and {s.outcome for s in v.settings} == {"inconclusive"}
+    assert v.verdict == "inconclusive here" and {s.outcome for s in v.settings} == {"inconclusive"}
     far = [Evidence("omniglot 5w1s", "omniglot", _episodes(-3.0))]
     assert judge(_claim("matches"), far).settings[0].outcome == "different"
     # a wider margin the claim states turns the same evidence into a match
@@ -65,7 +65,7 @@ def test_unpaired_rows_are_judged_on_their_combined_interval_and_say_so():
     v = judge(_claim("beats"), [e])
     assert v.verdict == "holds" and "unpaired" in v.sentence()
     assert judge(_claim("beats"), [Evidence("omniglot 5w1s", "omniglot", paired=False, unpaired=(0.5, 1.0))]).verdict \
-        == "does not hold here"
+        == "inconclusive here"
 
 
 def test_bad_claims_are_refused():
@@ -80,3 +80,22 @@ def test_bad_claims_are_refused():
     with pytest.raises(ValueError, match="same episodes"):
         paired_evidence("s", "omniglot", np.zeros(5), np.zeros(6))
     assert claims.MARGINS == {"omniglot": 1.0, "cifar_fs": 2.0}
+
+
+def test_every_claim_of_the_deck_is_judged_on_the_committed_results():
+    """The catalogue runs on reports/results.csv and the chapters' episodes: every claim gets one verdict by its rule,
+    and the family claims pair on the shared episodes."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    from metalearn.core.results import INT_COLUMNS
+
+    root = Path(__file__).resolve().parents[1]
+    table = pd.read_csv(root / "reports/results.csv", dtype={c: "Int64" for c in INT_COLUMNS})
+    verdicts = claims.judge_all(claims.Results(table, root / "reports/episodes"))
+    assert len(verdicts) == len(claims.CLAIMS) and set(verdicts.rule) <= set(claims.RULES)
+    assert all(v in ("holds", "does not hold here", "inconclusive here", "not measured") or v.startswith("holds in ")
+               for v in verdicts.verdict)
+    family = verdicts[verdicts.claim.str.startswith("Metric-based")].evidence.iloc[0]
+    assert "unpaired" not in family and claims.STUDY in family  # paired, and the budget is named
