@@ -12,12 +12,15 @@ from metalearn.core.episodes import EpisodeSampler
 from metalearn.core.evaluate import EvalResult, Validation, evaluate, mean_ci95, paired_difference
 
 
-def test_mean_ci95_matches_normal_interval():
+def test_mean_ci95_is_the_t_interval():
     x = np.random.default_rng(0).normal(70, 10, 600)
     mean, ci = mean_ci95(x)
-    lo, hi = stats.norm.interval(0.95, loc=x.mean(), scale=stats.sem(x))
+    lo, hi = stats.t.interval(0.95, len(x) - 1, loc=x.mean(), scale=stats.sem(x))
     assert mean == pytest.approx(x.mean())
-    assert ci == pytest.approx((hi - lo) / 2, rel=1e-3)
+    assert ci == pytest.approx((hi - lo) / 2, rel=1e-9)
+    assert ci == pytest.approx(stats.norm.interval(0.95, scale=stats.sem(x))[1], rel=3e-3)  # ≈ normal at n = 600
+    three = np.array([0.7, 0.8, 0.6])
+    assert mean_ci95(three)[1] == pytest.approx(4.303 * three.std(ddof=1) / np.sqrt(3), rel=1e-3)  # t, not 1.96
     with pytest.raises(ValueError):
         mean_ci95(np.array([1.0]))
 

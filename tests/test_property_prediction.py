@@ -90,7 +90,7 @@ def test_over_draws_averages_tasks_within_each_draw_then_draws():
                       "roc_auc": [0.6, 0.8, 0.7, 0.9, 0.5, 0.7]})
     mean, ci, n = over_draws(t)
     assert n == 3 and mean == pytest.approx(0.7)
-    assert ci == pytest.approx(1.96 * np.std([0.7, 0.8, 0.6], ddof=1) / np.sqrt(3))
+    assert ci == pytest.approx(4.3027 * np.std([0.7, 0.8, 0.6], ddof=1) / np.sqrt(3), rel=1e-4)  # t with 2 d.o.f.
     with pytest.raises(ValueError, match="unknown metric"):
         over_draws(t, "accuracy")
 

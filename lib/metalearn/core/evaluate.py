@@ -1,6 +1,6 @@
 """Few-shot evaluation: accuracy over many test episodes, mean and 95% confidence interval.
 
-    acc = (1/n) sum_i acc_i,     ci95 = 1.96 * std(acc_i) / sqrt(n)
+    acc = (1/n) sum_i acc_i,     ci95 = t_{n−1, 0.975} · std(acc_i) / sqrt(n)      (≈ 1.96 · std / sqrt(n) at n = 600)
 
 over n >= 600 episodes drawn from the *test* split with a fixed seed (the protocol of Finn et al. 2017
 and Snell et al. 2017). The library's predictors run their networks in ``eval()`` mode, so BatchNorm uses
@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from metalearn.core.episodes import Episode, EpisodeSampler, make_generator
+from metalearn.core.stats import t_interval
 
 # episode -> predicted query labels [tasks, ways*queries], or a dict of them (several methods scored
 # on the very same episodes, e.g. two heads on one forward pass of a backbone)
@@ -37,11 +38,13 @@ class EvalResult:
 
 
 def mean_ci95(values: np.ndarray) -> tuple[float, float]:
-    """Mean and 95% CI half-width (normal approximation, 1.96 standard errors)."""
+    """Mean and 95% CI half-width over the ``n`` values (t quantile with n − 1 degrees of freedom: right at small n,
+    e.g. 3 draws, where 1.96 would be 2.2x too narrow)."""
     values = np.asarray(values, dtype=float)
     if values.size < 2:
         raise ValueError("need at least two values for a confidence interval")
-    return float(values.mean()), float(1.96 * values.std(ddof=1) / np.sqrt(values.size))
+    ci = t_interval(values)
+    return ci.mean, ci.half_width
 
 
 def _episode_tensors(episode: Episode) -> tuple[torch.Tensor, ...]:
