@@ -7,6 +7,7 @@ import json
 from dataclasses import replace
 
 import pytest
+import torch
 
 from metalearn.core import results
 from metalearn.core.strided_conv4 import StridedConv4
@@ -19,6 +20,7 @@ from metalearn.study.gradient import (
     difference_column,
     equal_time,
     evaluate_adapted,
+    evaluation_speedup,
     fit_meta_models,
     inner_names,
     meta_setups,
@@ -26,6 +28,7 @@ from metalearn.study.gradient import (
     protocol_queries,
     result_rows,
     setting_label,
+    training_seconds,
     with_steps,
 )
 from metalearn.study.reptile_eval import fit_reptile, reptile_inner_lr_search
@@ -164,3 +167,16 @@ def test_equal_time_scales_the_budget_by_the_measured_pace() -> None:
     assert equal_time(setups, ["omniglot 5w1s"], seconds, target | {one: 0.0})[one].steps == 1
     with pytest.raises(ValueError, match="omniglot 5w1s: training times must be seconds >= 0"):
         equal_time(setups, ["omniglot 5w1s"], seconds | {one: float("nan")}, target)
+
+
+def test_the_replaced_loop_and_the_one_pass_are_timed_on_the_same_episodes(omniglot_train, omniglot_test) -> None:
+    setups = {k: v for k, v in meta_setups(SETTINGS).items() if k == ("omniglot", 5, 1)}
+    models, _, seconds = fit_meta_models("maml", setups, {"omniglot": omniglot_train}, train_maml, MAML, CTX)
+    speed = evaluation_speedup(models, setups, {"omniglot": omniglot_test}, episodes=3, seed=0, shared_queries=2)
+    assert list(speed.setting) == ["omniglot 5w1s"] and bool(speed["batched pass"].iloc[0])
+    r = speed.iloc[0]
+    assert r["loop s"] >= 0 and r["batched s"] >= 0 and 0 < r["evaluation_speedup"] < float("inf")
+    shared_model = {("omniglot", 5, 1): models[("omniglot", 5, 1)], ("omniglot", 5, 5): models[("omniglot", 5, 1)]}
+    assert training_seconds((shared_model, {k: 7.0 for k in shared_model})) == 7.0  # one model, counted once
+    assert training_seconds((models, seconds), ({("x", 1, 1): torch.nn.Linear(1, 1)}, {("x", 1, 1): 2.0})) \
+        == pytest.approx(seconds[("omniglot", 5, 1)] + 2.0)

@@ -88,6 +88,12 @@ def test_write_read_round_trip_and_collect(tmp_path) -> None:
     assert all(back[c].dtype == "Int64" for c in results.INT_COLUMNS)
     metrics = json.loads(paths[1].read_text())
     assert metrics["omniglot"]["5w5s"]["protonet"] == {"accuracy": 99.5, "accuracy_ci95": 0.3}
+    assert "seconds" not in metrics
+    timed = results.write_metrics("nb", rows, tmp_path / "t", curves=CURVES,
+                                  seconds={"training": 100.04, "evaluation": 12.0})
+    assert json.loads(timed[1].read_text())["seconds"] == {"training": 100.0, "evaluation": 12.0}
+    with pytest.raises(ValueError, match="training and evaluation"):
+        results.write_metrics("nb", rows, tmp_path / "u", curves=CURVES, seconds={"train": 1.0})
     curves = pd.read_csv(paths[2])
     assert list(curves.columns) == ["series", "step", "loss", "accuracy"] and list(curves.series) == ["a", "a", "b"]
     assert list(pd.read_csv(paths[3]).columns) == results.VALIDATION_COLUMNS  # no checks: the header only

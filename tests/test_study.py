@@ -161,8 +161,14 @@ def test_budget_extrapolation_recovers_a_log_linear_curve():
     out = budget_extrapolation(curve, gap=6.0)  # 3 points per doubling: 6 points is 4x the budget
     assert out["points_per_doubling"] == pytest.approx(3.0) and out["factor"] == pytest.approx(4.0)
     assert out["needed"] == pytest.approx(4 * 1280)
+    assert out["rising"] and out["slope"] == pytest.approx(3.0) and out["window"] == (160.0, 1280.0)
     flat = budget_extrapolation(curve.assign(val_accuracy=60.0 - np.arange(8) * 0.1), gap=1.0)
-    assert flat["factor"] == float("inf")
+    assert flat["factor"] == float("inf") and not flat["rising"]
+    # rising early, flat (noisy) in the last third: the half-curve fit still grows, but it is a plateau
+    noise = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.6, -0.7, 0.5])
+    plateau = np.concatenate([50 + 3 * np.log2(seconds[:5] / 10), [62.0, 62.0, 62.0]]) + noise
+    out = budget_extrapolation(curve.assign(val_accuracy=plateau), gap=3.0)
+    assert out["points_per_doubling"] > 0 and out["factor"] < float("inf") and not out["rising"]
     with pytest.raises(ValueError, match="at least 4"):
         budget_extrapolation(curve.head(3), gap=1.0)
 

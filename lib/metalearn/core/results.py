@@ -42,7 +42,7 @@ STR_COLUMNS = ("notebook", "method", "variant", "trained_on", "dataset", "metric
 # presentation of a class in a sequence (Santoro et al.'s per-instance accuracy).
 QUALIFIERS = ("variant", "trained_on", "adapt_steps", "meta_batch", "inner_steps", "instance")
 METRICS = {"accuracy", "instance_accuracy", "mse", "roc_auc", "delta_auprc", "episodes_per_s", "seconds_per_step",
-           "graph_mb"}
+           "graph_mb", "evaluation_speedup"}
 PERCENT_METRICS = ("accuracy", "instance_accuracy", "roc_auc")
 EPISODE_METRICS = ("accuracy", "instance_accuracy")  # scored on test episodes: >= 600 of them beyond smoke scale
 DATASETS = {"omniglot", "cifar_fs", "sinusoid", "fsmol", "tox21", "sider", "muv", "toxcast"}
@@ -160,11 +160,16 @@ def metrics_tree(rows: list[dict]) -> dict:
     return tree
 
 
-def write_metrics(notebook: str, rows: list[dict], out_dir: Path, *, curves: pd.DataFrame) -> list[Path]:
+def write_metrics(notebook: str, rows: list[dict], out_dir: Path, *, curves: pd.DataFrame,
+                  seconds: dict[str, float] | None = None) -> list[Path]:
     """Write ``out_dir/{rows,metrics,curves}/<notebook>.{csv,json,csv}`` and ``curves/<notebook>_validation.csv``
     (see the module docstring), each atomically; ``rows`` come from :func:`row` (validated again here), ``curves``
     has one row per logged step with the columns ``model`` (the fit's name: one line each), ``step``, ``loss`` and
-    optionally ``seconds``, ``accuracy`` and ``val_accuracy`` (NaN where a step has none). Return the four paths."""
+    optionally ``seconds``, ``accuracy`` and ``val_accuracy`` (NaN where a step has none). ``seconds``
+    (``{"training": ..., "evaluation": ...}``: the training seconds of the models the chapter uses and the seconds
+    this run spent scoring them) goes into the metrics under ``"seconds"``. Return the four paths."""
+    if seconds is not None and set(seconds) != {"training", "evaluation"}:
+        raise ValueError(f"seconds has the keys training and evaluation, got {sorted(seconds)}")
     checked = [row(**r) for r in rows]
     bad = [r for r in checked if r["notebook"] != notebook]
     if bad:
@@ -178,7 +183,8 @@ def write_metrics(notebook: str, rows: list[dict], out_dir: Path, *, curves: pd.
     with atomic_path(paths[0]) as tmp:
         pd.DataFrame(checked, columns=COLUMNS).astype({c: "Int64" for c in INT_COLUMNS}).to_csv(tmp, index=False)
     with atomic_path(paths[1]) as tmp:
-        tmp.write_text(json.dumps(metrics_tree(checked), indent=1) + "\n")
+        tree = metrics_tree(checked) | ({"seconds": {k: round(v, 1) for k, v in seconds.items()}} if seconds else {})
+        tmp.write_text(json.dumps(tree, indent=1) + "\n")
     curve = curves.rename(columns={"model": "series"})
     with atomic_path(paths[2]) as tmp:
         train_rows = curve[curve["loss"].notna()]

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 from torch import nn
 
 from metalearn.core.episodes import ClassDataset, EpisodeSampler
@@ -254,10 +255,15 @@ def extrapolations(comparison: pd.DataFrame, curves: pd.DataFrame, model_for: di
         if "val_accuracy" not in curve or curve["val_accuracy"].notna().sum() < 4:
             continue
         e = budget_extrapolation(curve, missing, x)
+        rising = e["rising"]
         rows.append({"setting": f"{rec['dataset']} {rec['setting']}", "model": name,
                      "missing beyond target": round(missing, 2),
-                     "points per doubling": round(e["points_per_doubling"], 2), f"trained ({x})": round(e["last"]),
-                     f"needed ({x})": f"{e['needed']:.3g}", "x budget": f"{e['factor']:.3g}"})
+                     f"fit window ({x})": f"{e['window'][0]:.3g}–{e['window'][1]:.3g}",
+                     "last third, points per doubling": f"{e['slope']:+.2f} ± {e['slope_ci95']:.2f}",
+                     "reading": "still rising" if rising else "plateau: the recipe or protocol, not the budget",
+                     f"trained ({x})": round(e["last"]),
+                     f"needed ({x})": f"{e['needed']:.3g}" if rising else "–",
+                     "x budget": f"{e['factor']:.3g}" if rising else "–"})
     return pd.DataFrame(rows)
 
 
@@ -278,8 +284,11 @@ def budget_extrapolation(curve: pd.DataFrame, gap: float, x: str = "seconds") ->
     and solves for the ``x`` at which the fit gains ``gap`` more points. Assumptions, to state beside the answer:
     accuracy keeps growing log-linearly (it saturates eventually, so this is a lower bound on the budget), the same
     recipe is kept (a cosine schedule stretched over the longer run), and the validation-to-test offset stays.
-    Return ``points_per_doubling`` (b ln 2), ``last`` (the run's ``x``), ``needed`` and ``factor`` (needed/last;
-    inf when the fit does not grow)."""
+    Return ``points_per_doubling`` (b ln 2), ``window`` (the fit's first and last ``x``), ``last`` (the run's ``x``),
+    ``needed`` and ``factor`` (needed/last; inf when the fit does not grow), and the evidence that the curve still
+    rises: ``slope`` ± ``slope_ci95``, points per doubling fitted to the last third of the checks (at least 3) with
+    its 95% t interval, and ``rising`` (that interval above 0). A curve that is not rising is a plateau: its
+    extrapolation is not a budget, and the recipe or protocol is the suspect."""
     checks = curve.dropna(subset=["val_accuracy"])
     checks = checks[checks[x] > 0]
     if len(checks) < 4:
@@ -288,7 +297,23 @@ def budget_extrapolation(curve: pd.DataFrame, gap: float, x: str = "seconds") ->
     b, _a = np.polyfit(np.log(tail[x].to_numpy(float)), tail["val_accuracy"].to_numpy(float), 1)
     last = float(checks[x].iloc[-1])
     factor = float(np.exp(gap / b)) if b > 0 else float("inf")
-    return {"points_per_doubling": float(b * np.log(2)), "last": last, "needed": last * factor, "factor": factor}
+    third = checks.iloc[-max(3, len(checks) // 3):]
+    slope, half = _slope_ci(np.log(third[x].to_numpy(float)), third["val_accuracy"].to_numpy(float))
+    return {"points_per_doubling": float(b * np.log(2)), "window": (float(tail[x].iloc[0]), last), "last": last,
+            "needed": last * factor, "factor": factor, "slope": slope * np.log(2), "slope_ci95": half * np.log(2),
+            "rising": bool(slope - half > 0)}
+
+
+def _slope_ci(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """The least-squares slope of ``y`` on ``x`` and its 95% half-width (t quantile, n − 2 degrees of freedom)."""
+    n = len(x)
+    sxx = float(((x - x.mean()) ** 2).sum())
+    if n < 3 or sxx == 0:
+        return 0.0, float("inf")
+    slope = float(((x - x.mean()) * (y - y.mean())).sum() / sxx)
+    residual = y - y.mean() - slope * (x - x.mean())
+    se = float(np.sqrt((residual ** 2).sum() / (n - 2) / sxx))
+    return slope, float(stats.t.ppf(0.975, n - 2)) * se
 
 
 def task_shift(evaluate_on: Evaluator, method: str, model_for: Callable[[str, int], nn.Module],

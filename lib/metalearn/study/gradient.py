@@ -6,6 +6,7 @@ BatchNorm protocols (Nichol et al.'s non-transductive one and the transductive o
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import MISSING, dataclass, fields, replace
 from typing import Any
@@ -226,6 +227,44 @@ def evaluate_adapted(method: str, models: Mapping[Setting, torch.nn.Module], set
             for name, per_episode in _scored_views(learner, sampler, views, episodes, seed, tasks_per_batch).items():
                 rows[name][key] = EvalResult(*mean_ci95(per_episode), episodes, per_episode)
     return rows
+
+
+def training_seconds(*fitted: tuple[Mapping[Setting, torch.nn.Module], Mapping[Setting, float]]) -> float:
+    """The training seconds of the distinct models of one or more ``(models, seconds)`` pairs (a model serving
+    several settings counts once)."""
+    return sum({id(m): seconds[k] for models, seconds in fitted for k, m in models.items()}.values())
+
+
+def evaluation_speedup(models: Mapping[Setting, torch.nn.Module], setups: Mapping[Setting, MetaSetup],
+                       test_sets: Mapping[str, ClassDataset], *, episodes: int, seed: int, shared_queries: int,
+                       inner: str = "no_norms") -> pd.DataFrame:
+    """The evaluation of :func:`evaluate_adapted` timed side by side, in one run, on the same ``episodes`` episodes
+    of each setting: the loop it replaces (each row's own adaptation of each episode, one episode at a time: three
+    adaptations per episode) against one adaptation per episode scoring every row, task-batched where that is faster
+    (:class:`~metalearn.core.inner_loop.Adapted`). One row per setting: ``loop s``, ``batched s`` and
+    ``evaluation_speedup`` (loop seconds / batched seconds)."""
+    records = []
+    for key, model in models.items():
+        (dataset, ways, shots), s = key, setups[key]
+        own = protocol_queries(s, shots, "transductive")
+        queries = max(own, shared_queries)
+        sampler = EpisodeSampler(test_sets[dataset], ways, shots, queries)
+        ep = sampler.sample(episodes, make_generator(seed, sampler.dataset.device))
+        first = {q: (torch.arange(ways, device=ep.query_x.device)[:, None] * queries
+                     + torch.arange(q, device=ep.query_x.device)).flatten() for q in (NICHOL_QUERIES, own, queries)}
+        views = [("nichol", first[NICHOL_QUERIES]), ("transductive", first[own]), ("transductive", first[queries])]
+        learner = Adapted(model, inner_steps=s.test_inner_steps, inner_lr=s.inner_lr, names=inner_names(model, inner))
+        start = time.perf_counter()
+        for view in views:  # the loop: every row adapts every episode again
+            learner.views_per_task(ep.support_x, ep.support_y, ep.query_x, [view])
+        loop = time.perf_counter() - start
+        start = time.perf_counter()
+        learner.views(ep.support_x, ep.support_y, ep.query_x, views)
+        batched = time.perf_counter() - start
+        records.append({"setting": setting_label(key), "episodes": episodes, "loop s": round(loop, 2),
+                        "batched s": round(batched, 2), "evaluation_speedup": loop / batched,
+                        "batched pass": learner.use_batched(ep.support_x)})
+    return pd.DataFrame(records)
 
 
 def _scored_views(learner: Adapted, sampler: EpisodeSampler, views: Mapping[str, tuple[str, int]], episodes: int,
