@@ -235,3 +235,20 @@ def test_half_precision_storage_moves_delta_auprc_and_roc_auc_by_less_than_0001(
     for metric in ("delta_auprc", "roc_auc"):
         assert abs(tables[0][metric].mean() - tables[1][metric].mean()) < 1e-3, metric
         assert (tables[0][metric] - tables[1][metric]).abs().max() < 1e-2, metric  # no assay moves by much either
+
+
+def test_bootstrap_interval_includes_the_variance_across_tasks():
+    """Three draws of two very different tasks: the draws alone agree (a narrow t interval), but which tasks were
+    drawn decides the mean, so the interval over tasks and draws is much wider; a task-free spread keeps it narrow."""
+    from metalearn.drugs.property_prediction import bootstrap_tasks_and_draws
+
+    rows = [{"task": t, "size": 10, "draw": d, "roc_auc": base + 0.01 * d}
+            for t, base in (("x", 0.6), ("y", 0.9), ("z", 0.75)) for d in range(3)]
+    t = pd.DataFrame(rows)
+    mean, ci, n = bootstrap_tasks_and_draws(t, resamples=2000, seed=0)
+    _, ci_draws, _ = over_draws(t)
+    assert n == 3 and mean == pytest.approx(0.76) and ci > 5 * ci_draws
+    same = pd.DataFrame([{**r, "roc_auc": 0.7 + 0.01 * r["draw"]} for r in rows])
+    assert bootstrap_tasks_and_draws(same, seed=0)[1] < 0.02
+    with pytest.raises(ValueError, match="resamples"):
+        bootstrap_tasks_and_draws(t, resamples=10)

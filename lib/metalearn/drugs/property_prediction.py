@@ -222,6 +222,27 @@ def over_draws(table: pd.DataFrame, metric: str = "roc_auc") -> tuple[float, flo
     return (*mean_ci95(per_draw), len(per_draw))
 
 
+def bootstrap_tasks_and_draws(table: pd.DataFrame, metric: str = "roc_auc", *, resamples: int = 2000,
+                              seed: int = 0) -> tuple[float, float, int]:
+    """The mean of ``metric`` over tasks and draws, and a 95% interval that includes the variance across tasks as
+    well as across support draws: a two-stage bootstrap (tasks with replacement, then each chosen task's draws with
+    replacement), half the 2.5–97.5 percentile width; and the number of tasks, the unit the interval is over (the
+    MoleculeNet sets have 3 to 167 test tasks; over 3 draws a t interval of the draws alone is both too narrow and
+    blind to which tasks were drawn)."""
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; choose from {METRICS}")
+    if resamples < 100:
+        raise ValueError(f"resamples must be >= 100, got {resamples}")
+    values = table.pivot_table(index="task", columns="draw", values=metric).to_numpy()  # [tasks, draws], NaN: none
+    tasks, draws = values.shape
+    rng = np.random.default_rng(seed)
+    pick_tasks = rng.integers(tasks, size=(resamples, tasks))
+    pick_draws = rng.integers(draws, size=(resamples, tasks, draws))
+    boot = np.nanmean(values[pick_tasks[..., None], pick_draws], axis=(1, 2))
+    low, high = np.nanpercentile(boot, [2.5, 97.5])
+    return float(np.nanmean(values)), float((high - low) / 2), tasks
+
+
 def paired_tasks(a: pd.DataFrame, b: pd.DataFrame, metric: str = "delta_auprc") -> dict[int, PairedDifference]:
     """Per support size, A − B over the tasks both were scored on (the same draws): the mean of the per-task
     differences and its 95% CI."""
