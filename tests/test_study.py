@@ -169,6 +169,8 @@ def test_budget_extrapolation_recovers_a_log_linear_curve():
     plateau = np.concatenate([50 + 3 * np.log2(seconds[:5] / 10), [62.0, 62.0, 62.0]]) + noise
     out = budget_extrapolation(curve.assign(val_accuracy=plateau), gap=3.0)
     assert out["points_per_doubling"] > 0 and out["factor"] < float("inf") and not out["rising"]
+    assert out["trend"] == "undetermined"  # ±0.7 of noise on three checks: too noisy to call it a plateau
+    assert flat["trend"] == "plateau" and budget_extrapolation(curve, gap=1.0)["trend"] == "rising"
     with pytest.raises(ValueError, match="at least 4"):
         budget_extrapolation(curve.head(3), gap=1.0)
 

@@ -260,7 +260,9 @@ def extrapolations(comparison: pd.DataFrame, curves: pd.DataFrame, model_for: di
                      "missing beyond target": round(missing, 2),
                      f"fit window ({x})": f"{e['window'][0]:.3g}–{e['window'][1]:.3g}",
                      "last third, points per doubling": f"{e['slope']:+.2f} ± {e['slope_ci95']:.2f}",
-                     "reading": "still rising" if rising else "plateau: the recipe or protocol, not the budget",
+                     "reading": {"rising": "still rising",
+                                 "plateau": "plateau: the recipe or protocol, not the budget",
+                                 "undetermined": "undetermined: too few or too noisy validation checks"}[e["trend"]],
                      f"trained ({x})": round(e["last"]),
                      f"needed ({x})": f"{e['needed']:.3g}" if rising else "–",
                      "x budget": f"{e['factor']:.3g}" if rising else "–"})
@@ -287,8 +289,10 @@ def budget_extrapolation(curve: pd.DataFrame, gap: float, x: str = "seconds") ->
     Return ``points_per_doubling`` (b ln 2), ``window`` (the fit's first and last ``x``), ``last`` (the run's ``x``),
     ``needed`` and ``factor`` (needed/last; inf when the fit does not grow), and the evidence that the curve still
     rises: ``slope`` ± ``slope_ci95``, points per doubling fitted to the last third of the checks (at least 3) with
-    its 95% t interval, and ``rising`` (that interval above 0). A curve that is not rising is a plateau: its
-    extrapolation is not a budget, and the recipe or protocol is the suspect."""
+    its 95% t interval, and ``trend``: "rising" (that interval above 0), "plateau" (below
+    :data:`PLATEAU_SLOPE` points per doubling: a budget 1000 times larger would gain under 5 points; the recipe or
+    protocol is the suspect, not the budget) or "undetermined" (the interval covers both: too few or too noisy
+    validation checks to tell). Only a rising curve's extrapolation is a budget (``rising``)."""
     checks = curve.dropna(subset=["val_accuracy"])
     checks = checks[checks[x] > 0]
     if len(checks) < 4:
@@ -301,7 +305,17 @@ def budget_extrapolation(curve: pd.DataFrame, gap: float, x: str = "seconds") ->
     slope, half = _slope_ci(np.log(third[x].to_numpy(float)), third["val_accuracy"].to_numpy(float))
     return {"points_per_doubling": float(b * np.log(2)), "window": (float(tail[x].iloc[0]), last), "last": last,
             "needed": last * factor, "factor": factor, "slope": slope * np.log(2), "slope_ci95": half * np.log(2),
-            "rising": bool(slope - half > 0)}
+            "rising": bool(slope - half > 0), "trend": _trend(slope * np.log(2), half * np.log(2))}
+
+
+PLATEAU_SLOPE = 0.5  # points per doubling of the budget below which a validation curve is a plateau
+
+
+def _trend(slope: float, half: float) -> str:
+    """"rising", "plateau" or "undetermined" for a slope (points per doubling) and its 95% half-width."""
+    if slope - half > 0:
+        return "rising"
+    return "plateau" if slope + half < PLATEAU_SLOPE else "undetermined"
 
 
 def _slope_ci(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
