@@ -11,6 +11,11 @@ Each notebook makes one call, :func:`write_metrics`, which writes (each file ato
   ``<out_dir>/curves/<notebook>_validation.csv``: the validation checks (``series, step, seconds, val_accuracy``:
   accuracy on episodes of the validation classes, the learning curve models are selected on), for ``dvc plots``.
 
+A row's ``value`` is a mean and ``ci95`` the half-width of its 95% interval over ``n_test`` units: test episodes
+for ``accuracy`` and ``instance_accuracy`` (t quantiles), test assays for ``delta_auprc`` (FS-Mol: per-assay means
+over the support draws) and ``roc_auc`` (MoleculeNet: a bootstrap over assays and draws), test tasks for the
+sinusoid's ``mse``; a timing or a ratio has neither.
+
 A chapter whose methods other chapters compare with episode by episode also writes, with :func:`write_episodes`,
 ``<out_dir>/episodes/<notebook>.csv``: every test episode's accuracy (``method, dataset, ways, shots, seed, queries,
 data, episode, accuracy``), read back with :func:`read_episodes`.
