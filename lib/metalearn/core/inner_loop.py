@@ -11,6 +11,10 @@ statistics: BatchNorm always normalises with statistics of a batch, and the prot
                     other queries of its task.
     "nichol"        the support set plus that one query (Nichol et al. 2018's non-transductive protocol): each query
                     is predicted on its own, from the support set alone.
+
+It sits on the bottom floor because more than one family adapts this way: the gradient-based methods meta-train
+through it, and their test-time rule (:class:`Adapted`, many episodes at once where that is faster) also scores
+the drug-discovery chapter's meta-initialisations.
 """
 
 from __future__ import annotations
