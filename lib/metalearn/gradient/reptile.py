@@ -87,32 +87,29 @@ def train_reptile(model: nn.Module, sampler: TaskSampler, steps: int, settings: 
     """``steps`` Reptile updates θ ← θ + ε (1/n) Σ (θ̃ − θ) (see :class:`ReptileTraining` and
     :func:`reptile_direction`); ``run.validate``: model selection on validation tasks, see
     :func:`metalearn.core.train.train`."""
-    tasks, inner_steps, inner_lr, inner_batch = settings.tasks, settings.inner_steps, settings.inner_lr, \
-        settings.inner_batch
-    lr, anneal, halve_lr_every, outer = settings.lr, settings.anneal, settings.halve_lr_every, settings.outer
-    regression = settings.regression
-    check_inner_loop(model, inner_steps, inner_lr, None)
-    if inner_steps < 1:
+    s = settings
+    check_inner_loop(model, s.inner_steps, s.inner_lr, None)
+    if s.inner_steps < 1:
         raise ValueError("Reptile needs inner_steps >= 1 (with 0 it does not move)")
-    if inner_batch is not None and inner_batch < 1:
-        raise ValueError(f"inner_batch must be >= 1 (or None for full batches), got {inner_batch}")
-    if outer not in ("sgd", "adam"):
-        raise ValueError(f"outer must be 'sgd' or 'adam', got {outer!r}")
-    loss_fn = F.mse_loss if regression else F.cross_entropy
-    opt = (torch.optim.SGD if outer == "sgd" else torch.optim.Adam)(model.parameters(), lr=lr)
-    if anneal:
+    if s.inner_batch is not None and s.inner_batch < 1:
+        raise ValueError(f"inner_batch must be >= 1 (or None for full batches), got {s.inner_batch}")
+    if s.outer not in ("sgd", "adam"):
+        raise ValueError(f"outer must be 'sgd' or 'adam', got {s.outer!r}")
+    loss_fn = F.mse_loss if s.regression else F.cross_entropy
+    opt = (torch.optim.SGD if s.outer == "sgd" else torch.optim.Adam)(model.parameters(), lr=s.lr)
+    if s.anneal:
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 1 - t / max(steps, 1))
     else:
-        sched = torch.optim.lr_scheduler.StepLR(opt, halve_lr_every, 0.5) if halve_lr_every > 0 else None
+        sched = torch.optim.lr_scheduler.StepLR(opt, s.halve_lr_every, 0.5) if s.halve_lr_every > 0 else None
 
     def step_loss(m: nn.Module, batch: Any) -> tuple[Tensor, dict[str, float]]:
-        direction, task_loss = reptile_direction(m, batch, inner_steps=inner_steps, inner_lr=inner_lr,
-                                                 inner_batch=inner_batch, loss_fn=loss_fn)
+        direction, task_loss = reptile_direction(m, batch, inner_steps=s.inner_steps, inner_lr=s.inner_lr,
+                                                 inner_batch=s.inner_batch, loss_fn=loss_fn)
         # value: the tasks' loss at θ (what the curve shows); gradient: θ − θ̃
         surrogate = task_loss + sum(((p - p.detach()) * -direction[n]).sum() for n, p in m.named_parameters())
         return surrogate, {}
 
-    return train(model, step_loss, lambda step, g: sampler.sample(tasks, g), steps, opt, run, sched)
+    return train(model, step_loss, lambda step, g: sampler.sample(s.tasks, g), steps, opt, run, sched)
 
 
 def adapt_support(model: nn.Module, support_x: torch.Tensor, support_y: torch.Tensor, *, steps: int,

@@ -235,6 +235,12 @@ def training_seconds(*fitted: tuple[Mapping[Setting, torch.nn.Module], Mapping[S
     return sum({id(m): seconds[k] for models, seconds in fitted for k, m in models.items()}.values())
 
 
+def first_queries(ways: int, queries: int, q: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """The indices of the first ``q`` queries of each class in an episode of ``queries`` queries per class (the
+    query set is ordered class by class): ``[ways * q]``."""
+    return (torch.arange(ways, device=device)[:, None] * queries + torch.arange(q, device=device)).flatten()
+
+
 def evaluation_speedup(models: Mapping[Setting, torch.nn.Module], setups: Mapping[Setting, MetaSetup],
                        test_sets: Mapping[str, ClassDataset], *, episodes: int, seed: int, shared_queries: int,
                        inner: str = "no_norms") -> pd.DataFrame:
@@ -250,8 +256,7 @@ def evaluation_speedup(models: Mapping[Setting, torch.nn.Module], setups: Mappin
         queries = max(own, shared_queries)
         sampler = EpisodeSampler(test_sets[dataset], ways, shots, queries)
         ep = sampler.sample(episodes, make_generator(seed, sampler.dataset.device))
-        first = {q: (torch.arange(ways, device=ep.query_x.device)[:, None] * queries
-                     + torch.arange(q, device=ep.query_x.device)).flatten() for q in (NICHOL_QUERIES, own, queries)}
+        first = {q: first_queries(ways, queries, q, ep.query_x.device) for q in (NICHOL_QUERIES, own, queries)}
         views = [("nichol", first[NICHOL_QUERIES]), ("transductive", first[own]), ("transductive", first[queries])]
         learner = Adapted(model, inner_steps=s.test_inner_steps, inner_lr=s.inner_lr, names=inner_names(model, inner))
         start = time.perf_counter()
@@ -272,8 +277,7 @@ def _scored_views(learner: Adapted, sampler: EpisodeSampler, views: Mapping[str,
     """Each episode's accuracy (%) in every view ``{row: (protocol, q)}``: the first q queries of each class of
     ``episodes`` seeded episodes of ``sampler``, scored under the protocol after one adaptation per episode."""
     dev, ways, queries = sampler.dataset.device, sampler.ways, sampler.queries
-    index = {name: (torch.arange(ways, device=dev)[:, None] * queries + torch.arange(q, device=dev)).flatten()
-             for name, (_, q) in views.items()}  # the first q queries of each class
+    index = {name: first_queries(ways, queries, q, dev) for name, (_, q) in views.items()}
     g = make_generator(seed, dev)
     accs: dict[str, list[torch.Tensor]] = {name: [] for name in views}
     for lo in range(0, episodes, tasks_per_batch):

@@ -38,6 +38,7 @@ from metalearn.study.gradient import (
     Selection,
     Setting,
     evaluate_adapted,
+    first_queries,
     fit_meta_models,
     inner_names,
     setting_group,
@@ -77,7 +78,7 @@ def evaluate_protocols(method: str, models: Mapping[Setting, nn.Module], setups:
         names = check_inner_loop(model, s.test_inner_steps, s.inner_lr, inner_names(model, inner))
         batch = eval_batch.get(setting_label(key))
         sampler = EpisodeSampler(test_sets[dataset], ways, shots, s.test_queries or shots)
-        first = torch.arange(ways, device=sampler.dataset.device) * sampler.queries  # one query per class
+        first = first_queries(ways, sampler.queries, 1, sampler.dataset.device)  # one query per class
         g = make_generator(seed, sampler.dataset.device)
         torch.manual_seed(seed)
         accs: dict[str, list[torch.Tensor]] = {name: [] for name in res}  # on the device: one sync per setting
