@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from metalearn.core.inner_loop import head_names
 from metalearn.core.models import mlp
 from metalearn.core.train import RunOptions
 from metalearn.gradient.anil import layer_similarity, linear_cka, train_anil
+from metalearn.gradient.inner_loop import head_names
 from metalearn.gradient.maml import train_maml
 from metalearn.gradient.outer_loop import MetaTraining, meta_loss
 from metalearn.gradient.task_batched import anil_meta_loss, body_and_head
@@ -55,9 +55,10 @@ def test_anil_step_on_an_mlp_and_its_errors() -> None:
     with pytest.raises(ValueError, match="body and head"):
         body_and_head(nn.Sequential(nn.Linear(2, 2), nn.ReLU()))
     with pytest.raises(ValueError, match="set inner='head'"):
-        train_maml(model, None, 1, MetaTraining(meta_step="head"), RunOptions(seed=0))
+        train_maml(model, None, 1, MetaTraining(tasks=1, inner_steps=1, inner_lr=0.1, inner="all", meta_step="head"),
+                   RunOptions(seed=0))
     with pytest.raises(ValueError, match="ANIL adapts only the head"):
-        train_anil(model, None, 1, MetaTraining(inner="all"), RunOptions(seed=0))
+        train_anil(model, None, 1, MetaTraining(tasks=1, inner_steps=1, inner_lr=0.1, inner="all"), RunOptions(seed=0))
 
 
 def test_train_maml_head_step_matches_the_loop() -> None:

@@ -11,11 +11,14 @@ import torch
 
 from metalearn.core.episodes import ClassDataset, EpisodeSampler, make_generator
 from metalearn.core.train import RunOptions
+from metalearn.gradient.distributed import GradientAverager, ShardSampler
 from metalearn.gradient.maml import train_maml
+from metalearn.gradient.networks import finn_network
 from metalearn.gradient.outer_loop import MetaTraining
-from metalearn.study.distributed import GradientAverager, ShardSampler, maml_network, parse_args
+from metalearn.study.distributed import parse_args
 
-SETTINGS = dict(ways=3, shots=1, queries=2, tasks=4, steps=3, inner_steps=1, inner_lr=0.4, hidden=8, seed=0)
+SETTINGS = dict(ways=3, shots=1, queries=2, tasks=4, steps=3, inner_steps=1, inner_lr=0.4, inner="no_norms", hidden=8,
+                seed=0)
 
 
 def _omniglot() -> ClassDataset:
@@ -58,13 +61,14 @@ def test_torchrun_over_two_processes_equals_one_process(tmp_path: Path):
     s = SETTINGS
     data = _omniglot()
     torch.manual_seed(s["seed"])
-    model = maml_network(data, s["ways"], s["hidden"]).double()
+    model = finn_network("omniglot", tuple(data.images.shape[2:]), s["ways"], s["hidden"]).double()
     recorded: dict[str, list[torch.Tensor]] = {n: [] for n, _ in model.named_parameters()}
     for n, p in model.named_parameters():
         p.register_post_accumulate_grad_hook(lambda p, n=n: recorded[n].append(p.grad.detach().clone()))
     whole = ShardSampler(EpisodeSampler(data, s["ways"], s["shots"], s["queries"]), 0, 1, torch.float64)
     train_maml(model, whole, s["steps"], MetaTraining(tasks=s["tasks"], inner_steps=s["inner_steps"],
-                                                      inner_lr=s["inner_lr"]), RunOptions(seed=s["seed"], progress=False))
+                                                      inner_lr=s["inner_lr"], inner=s["inner"]),
+               RunOptions(seed=s["seed"], progress=False))
 
     for name, p in model.named_parameters():
         assert len(two_gradients[name]) == len(recorded[name]) == s["steps"]

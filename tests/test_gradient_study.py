@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from metalearn.core import results
-from metalearn.core.strided_conv4 import StridedConv4
+from metalearn.gradient.evaluation import protocol_queries
+from metalearn.gradient.inner_loop import Adaptation, inner_names
 from metalearn.gradient.maml import train_maml
-from metalearn.gradient.outer_loop import MetaTraining
-from metalearn.gradient.reptile import ReptileTraining
+from metalearn.gradient.networks import StridedConv4
+from metalearn.gradient.reptile import train_reptile
 from metalearn.study.experiment import FitContext
 from metalearn.study.gradient import (
     Selection,
@@ -22,44 +23,71 @@ from metalearn.study.gradient import (
     evaluate_adapted,
     evaluation_speedup,
     fit_meta_models,
-    inner_names,
-    meta_setups,
+    maml_plans,
     paired_by_setting,
-    protocol_queries,
+    plan_table,
+    reptile_inner_lr_search,
+    reptile_plans,
     result_rows,
     setting_label,
     training_seconds,
     with_steps,
 )
-from metalearn.study.reptile_eval import fit_reptile, reptile_inner_lr_search
 
-SETTINGS = {"omniglot_5way": dict(steps=1, tasks=2, inner_steps=1, inner_lr=0.4, train_queries=1, test_inner_steps=1),
+SETTINGS = {"omniglot_5way": dict(steps=1, tasks=2, inner_steps=1, inner_lr=0.4, train_queries=1, test_inner_steps=1,
+                                  test_inner_lr=0.4),
             "omniglot_20way": dict(steps=1, tasks=1, inner_steps=2, inner_lr=0.1, train_queries=1, test_inner_steps=2,
-                                   train_shots=1),
-            "cifar_fs_5way": dict(steps=1, tasks=1, inner_steps=2, inner_lr=0.01, train_queries=2, test_inner_steps=3)}
-
-MAML = MetaTraining(inner="no_norms")  # Finn et al.'s inner loop: every parameter but BatchNorm's
+                                   test_inner_lr=0.2, train_shots=1),
+            "cifar_fs_5way": dict(steps=1, tasks=1, inner_steps=2, inner_lr=0.01, train_queries=2, test_inner_steps=3,
+                                  test_inner_lr=0.01)}
 CTX = FitContext("t", 0)
 
 
-def test_meta_setups_read_the_parameters() -> None:
-    setups = meta_setups(SETTINGS)
+def plans(settings: dict = SETTINGS, inner: str = "no_norms") -> dict:
+    """MAML's plans (Finn et al.'s inner loop: every parameter but BatchNorm's)."""
+    return maml_plans(settings, lr=1e-3, cosine=False, inner=inner, meta_step="loop")
+
+
+def test_plans_read_the_parameters_and_set_every_field_once() -> None:
+    setups = plans()
     assert list(setups) == [("omniglot", 5, 1), ("omniglot", 5, 5), ("omniglot", 20, 1), ("omniglot", 20, 5),
                             ("cifar_fs", 5, 1), ("cifar_fs", 5, 5)]
-    assert setups[("omniglot", 20, 5)].inner_steps == 2 and setups[("omniglot", 20, 5)].train_shots == 1
-    assert setups[("omniglot", 5, 5)].train_shots is None and setups[("cifar_fs", 5, 1)].test_inner_steps == 3
-    assert vars(setups[("cifar_fs", 5, 5)]) == SETTINGS["cifar_fs_5way"] | {"train_shots": None, "test_queries": None}
+    twenty = setups[("omniglot", 20, 5)]
+    assert twenty.settings.inner_steps == 2 and twenty.train_shots == 1 and twenty.settings.inner_lr == 0.1
+    # the test-time rule is its own object, with its own step size
+    assert twenty.rule == Adaptation(steps=2, lr=0.2, inner="no_norms", protocol="transductive")
+    assert setups[("omniglot", 5, 5)].train_shots is None and setups[("cifar_fs", 5, 1)].rule.steps == 3
+    assert setups[("cifar_fs", 5, 5)].train_queries == 2 and setups[("cifar_fs", 5, 5)].test_queries is None
+    assert plan_table(setups).loc["omniglot 20w5s", "test lr"] == 0.2
     with pytest.raises(ValueError, match=r"lacks \['steps'\]"):
-        meta_setups({"cifar_fs_5way": {k: v for k, v in SETTINGS["cifar_fs_5way"].items() if k != "steps"}})
+        plans({"cifar_fs_5way": {k: v for k, v in SETTINGS["cifar_fs_5way"].items() if k != "steps"}})
+    with pytest.raises(ValueError, match=r"lacks \['test_inner_lr'\]"):
+        plans({"cifar_fs_5way": {k: v for k, v in SETTINGS["cifar_fs_5way"].items() if k != "test_inner_lr"}})
     with pytest.raises(ValueError, match="unknown \\['inner_batch'\\]"):
-        meta_setups({"cifar_fs_5way": SETTINGS["cifar_fs_5way"] | {"inner_batch": 10}})
+        plans({"cifar_fs_5way": SETTINGS["cifar_fs_5way"] | {"inner_batch": 10}})
     with pytest.raises(ValueError, match="<dataset>_<ways>way"):
-        meta_setups({"omniglot": SETTINGS["omniglot_5way"]})
+        plans({"omniglot": SETTINGS["omniglot_5way"]})
+    with pytest.raises(ValueError, match="Adaptation.inner must be one of"):
+        plans(inner="body")
+
+
+def test_reptile_plans_carry_nichols_rule() -> None:
+    eval_batch = {"omniglot 5w1s": 5, "omniglot 5w5s": 10}
+    setups = reptile_plans({"omniglot_5way": SETTINGS["omniglot_5way"]}, lr=1.0, inner_batch={"omniglot_5way": 3},
+                           eval_batch=eval_batch)
+    five = setups[("omniglot", 5, 5)]
+    assert five.settings.inner_batch == 3 and five.settings.lr == 1.0
+    assert five.rule == Adaptation(steps=1, lr=0.4, inner="all", protocol="nichol", minibatch=10)
+    with pytest.raises(ValueError, match="eval_batch for every setting"):
+        reptile_plans({"omniglot_5way": SETTINGS["omniglot_5way"]}, lr=1.0, inner_batch={"omniglot_5way": 3},
+                      eval_batch={"omniglot 5w1s": 5})
+    with pytest.raises(ValueError, match="minibatch must be >= 1 and adapts every parameter"):
+        Adaptation(steps=1, lr=0.1, inner="no_norms", protocol="nichol", minibatch=5)
 
 
 def test_shared_models_evaluation_and_rows(omniglot_train, omniglot_test, tmp_path) -> None:
-    setups = {k: v for k, v in meta_setups(SETTINGS).items() if k[1] == 20}
-    models, curves, seconds = fit_meta_models("maml", setups, {"omniglot": omniglot_train}, train_maml, MAML, CTX)
+    setups = {k: v for k, v in plans().items() if k[1] == 20}
+    models, curves, seconds = fit_meta_models("maml", setups, {"omniglot": omniglot_train}, train_maml, CTX)
     assert models[("omniglot", 20, 1)] is models[("omniglot", 20, 5)]  # one model trained on 1-shot tasks
     assert list(curves.setting.unique()) == ["20w1s"]
     res = evaluate_adapted("maml", models, setups, {"omniglot": omniglot_test}, episodes=3, seed=0)
@@ -67,8 +95,8 @@ def test_shared_models_evaluation_and_rows(omniglot_train, omniglot_test, tmp_pa
     # Nichol's evaluation: one query per class (20 per episode); the transductive rows: K = 5 per class (100)
     nichol, transductive = res["maml"][("omniglot", 20, 5)], res["maml_transductive"][("omniglot", 20, 5)]
     assert all(abs(a * 20 / 100 - round(a * 20 / 100)) < 1e-6 for a in nichol.per_episode)
-    assert protocol_queries(setups[("omniglot", 20, 5)], 5, "nichol") == 1
-    assert protocol_queries(setups[("omniglot", 20, 5)], 5, "transductive") == 5
+    assert protocol_queries("nichol", 5, None) == 1 and protocol_queries("transductive", 5, None) == 5
+    assert protocol_queries("transductive", 5, 15) == 15
     again = evaluate_adapted("other", models, setups, {"omniglot": omniglot_test}, episodes=3, seed=0)
     same = paired_by_setting(again["other_transductive"], res["maml_transductive"])
     assert all(d.mean == 0 and d.n == 3 for d in same.values())  # the same model on the same episodes
@@ -85,8 +113,8 @@ def test_one_pass_scores_every_row_on_the_shared_episodes(omniglot_train, omnigl
     00-08, drawn with that many queries per class), Finn's transductive row on the first K queries of each class and
     Nichol's on the first one; a row that needs more queries than the shared episodes have gets episodes of its
     own."""
-    own = {k: v for k, v in meta_setups(SETTINGS).items() if k == ("omniglot", 20, 5)}  # test_queries None: K = 5
-    models, _, _ = fit_meta_models("maml", own, {"omniglot": omniglot_train}, train_maml, MAML, CTX)
+    own = {k: v for k, v in plans().items() if k == ("omniglot", 20, 5)}  # test_queries None: K = 5
+    models, _, _ = fit_meta_models("maml", own, {"omniglot": omniglot_train}, train_maml, CTX)
     key = ("omniglot", 20, 5)
     alone = evaluate_adapted("maml", models, own, {"omniglot": omniglot_test}, episodes=3, seed=0)
     res = evaluate_adapted("maml", models, own, {"omniglot": omniglot_test}, episodes=3, seed=0, shared_queries=6)
@@ -106,54 +134,54 @@ def test_one_pass_scores_every_row_on_the_shared_episodes(omniglot_train, omnigl
 
 
 def test_reptile_models_per_group_and_the_inner_lr_search(omniglot_train, omniglot_test) -> None:
-    """Each group of settings gets its own inner minibatch; the search scores every candidate on the validation
-    classes and gives each searched data set's settings the best rate."""
-    setups = meta_setups({"omniglot_5way": SETTINGS["omniglot_5way"],
-                          "omniglot_20way": SETTINGS["omniglot_20way"] | {"tasks": 1}})
-    sizes = {"omniglot_5way": 3, "omniglot_20way": 4}
-    models, curves, seconds = fit_reptile("reptile", setups, {"omniglot": omniglot_train}, sizes, ReptileTraining(),
-                                          CTX)
+    """Each group of settings trains with its own inner minibatch; the search scores every candidate on the
+    validation classes and gives each searched data set's plans the best rate, for training and test alike."""
+    setups = reptile_plans({"omniglot_5way": SETTINGS["omniglot_5way"],
+                            "omniglot_20way": SETTINGS["omniglot_20way"] | {"tasks": 1}}, lr=1.0,
+                           inner_batch={"omniglot_5way": 3, "omniglot_20way": 4},
+                           eval_batch={"omniglot 5w1s": 5, "omniglot 5w5s": 5, "omniglot 20w1s": 10,
+                                       "omniglot 20w5s": 10})
+    models, curves, seconds = fit_meta_models("reptile", setups, {"omniglot": omniglot_train}, train_reptile, CTX)
     assert list(models) == list(setups) and models[("omniglot", 20, 1)] is models[("omniglot", 20, 5)]
     assert list(curves.setting.unique()) == ["5w1s", "5w5s", "20w1s"] and set(seconds) == set(setups)
-    grid, chosen = reptile_inner_lr_search(setups, {"omniglot": omniglot_train}, {"omniglot": omniglot_test}, sizes,
-                                           {"omniglot": [0.05, 0.2]}, ReptileTraining(), CTX, steps=1,
-                                           episodes=2)
+    grid, chosen = reptile_inner_lr_search(setups, {"omniglot": omniglot_train}, {"omniglot": omniglot_test},
+                                           {"omniglot": [0.05, 0.2]}, CTX, steps=1, episodes=2)
     assert list(grid.columns) == ["dataset", "inner lr", "validation accuracy"] and list(grid["inner lr"]) == [0.05, 0.2]
     best = grid.loc[grid["validation accuracy"].idxmax(), "inner lr"]
-    assert {s.inner_lr for s in chosen.values()} == {best}
-    assert all(vars(chosen[k]) == vars(setups[k]) | {"inner_lr": best} for k in setups)
+    assert {p.settings.inner_lr for p in chosen.values()} == {best} == {p.rule.lr for p in chosen.values()}
+    assert all(replace(chosen[k].settings, inner_lr=0.0, test=None) == replace(setups[k].settings, inner_lr=0.0,
+                                                                             test=None) for k in setups)
 
 
 def test_papers_backbone_inner_loop_and_selection_on_validation_classes(omniglot_train, omniglot_test) -> None:
     """Omniglot models get Finn et al.'s strided Conv-4, their inner loop leaves BatchNorm's γ/β alone, and with a
     ``Selection`` the curve carries the validation checks (omniglot_test stands in for validation classes here)."""
-    setups = {("omniglot", 5, 1): meta_setups(SETTINGS)[("omniglot", 5, 1)]}
-    setups = {k: type(s)(**(vars(s) | {"steps": 4})) for k, s in setups.items()}
+    setups = {k: replace(p, steps=4) for k, p in plans().items() if k == ("omniglot", 5, 1)}
     selection = Selection({"omniglot": omniglot_test}, episodes=2, every=2)
-    models, curves, _ = fit_meta_models("maml", setups, {"omniglot": omniglot_train}, train_maml, MAML, CTX,
-                                        selection)
+    models, curves, _ = fit_meta_models("maml", setups, {"omniglot": omniglot_train}, train_maml, CTX, selection)
     model = models[("omniglot", 5, 1)]
     assert isinstance(model.backbone, StridedConv4) and model.head.in_features == 64
     assert curves.dropna(subset=["val_accuracy"]).step.tolist() == [2, 4]
     names = inner_names(model, "no_norms")
     assert "head.weight" in names and not any(n.endswith(("1.weight", "1.bias")) for n in names)
     assert inner_names(model, "all") is None and inner_names(model, "head") == ["head.weight", "head.bias"]
-    with pytest.raises(ValueError, match="inner must be one of"):
-        fit_meta_models("maml", setups, {"omniglot": omniglot_train}, train_maml, MetaTraining(inner="body"), CTX)
+    no_rule = {k: replace(p, settings=replace(p.settings, test=None)) for k, p in setups.items()}
+    with pytest.raises(ValueError, match="has no test-time rule"):
+        fit_meta_models("maml", no_rule, {"omniglot": omniglot_train}, train_maml, CTX, selection)
 
 
 def test_settings_named_by_label_get_their_own_budget() -> None:
-    setups = meta_setups(SETTINGS)
+    setups = plans()
     assert setting_label(("omniglot", 20, 5)) == "omniglot 20w5s"
     timed = with_steps(setups, {"omniglot 5w1s": 7, "cifar_fs 5w5s": 3})
     assert list(timed) == [("omniglot", 5, 1), ("cifar_fs", 5, 5)]
-    assert timed[("omniglot", 5, 1)].steps == 7 and timed[("cifar_fs", 5, 5)].inner_lr == 0.01
+    assert timed[("omniglot", 5, 1)].steps == 7 and timed[("cifar_fs", 5, 5)].settings.inner_lr == 0.01
     with pytest.raises(ValueError, match="no setting \\['omniglot 5w2s'\\]"):
         with_steps(setups, {"omniglot 5w2s": 7})
 
 
 def test_equal_time_scales_the_budget_by_the_measured_pace() -> None:
-    setups = meta_setups(SETTINGS)
+    setups = plans()
     one, five = ("omniglot", 5, 1), ("cifar_fs", 5, 5)
     seconds = {k: 10.0 for k in setups}
     target = {k: 35.0 for k in setups}
@@ -170,8 +198,8 @@ def test_equal_time_scales_the_budget_by_the_measured_pace() -> None:
 
 
 def test_the_replaced_loop_and_the_one_pass_are_timed_on_the_same_episodes(omniglot_train, omniglot_test) -> None:
-    setups = {k: v for k, v in meta_setups(SETTINGS).items() if k == ("omniglot", 5, 1)}
-    models, _, seconds = fit_meta_models("maml", setups, {"omniglot": omniglot_train}, train_maml, MAML, CTX)
+    setups = {k: v for k, v in plans().items() if k == ("omniglot", 5, 1)}
+    models, _, seconds = fit_meta_models("maml", setups, {"omniglot": omniglot_train}, train_maml, CTX)
     speed = evaluation_speedup(models, setups, {"omniglot": omniglot_test}, episodes=3, seed=0, shared_queries=2)
     assert list(speed.setting) == ["omniglot 5w1s"] and bool(speed["batched pass"].iloc[0])
     r = speed.iloc[0]

@@ -13,11 +13,20 @@ from torch import nn
 from torch.func import functional_call
 
 from metalearn.core.episodes import Episode, EpisodeSampler, make_generator
-from metalearn.core.inner_loop import Adapted, adapt, batch_statistics, head_names, parameters, query_outputs, without_norms
 from metalearn.core.models import Classifier, conv4_for
-from metalearn.core.strided_conv4 import StridedConv4
 from metalearn.core.train import RunOptions
+from metalearn.gradient.evaluation import Adapted
+from metalearn.gradient.inner_loop import (
+    Adaptation,
+    adapt,
+    batch_statistics,
+    head_names,
+    parameters,
+    query_outputs,
+    without_norms,
+)
 from metalearn.gradient.maml import train_maml
+from metalearn.gradient.networks import StridedConv4
 from metalearn.gradient.outer_loop import MetaTraining, meta_loss
 from metalearn.gradient.regression import (
     SinusoidSampler,
@@ -194,7 +203,8 @@ def test_reptile_with_adam_and_one_step_takes_the_joint_training_step() -> None:
     for (n, a), b in zip(model.named_parameters(), joint_model.parameters(), strict=True):
         assert torch.allclose(a, b, rtol=0, atol=1e-6 * lr), n  # conv biases before BatchNorm: g = 0 up to rounding
     with pytest.raises(ValueError, match="outer"):
-        train_reptile(model, Fixed(), 1, ReptileTraining(outer="rmsprop"), RunOptions(seed=0, progress=False))
+        train_reptile(model, Fixed(), 1, ReptileTraining(tasks=TASKS, inner_steps=1, inner_lr=0.1, lr=1.0,
+                                                         outer="rmsprop"), RunOptions(seed=0, progress=False))
 
 
 def test_batch_statistics_is_training_batchnorm_per_group_without_running_statistics() -> None:
@@ -224,9 +234,10 @@ def test_adapted_protocols_nichol_and_transductive() -> None:
     not depend on the other queries; transductive: the query batch's statistics. Neither modifies the model."""
     model, ep = conv_net(), episode(5)
     before = copy.deepcopy(model.state_dict())
-    learner = Adapted(model, inner_steps=2, inner_lr=0.4)
-    assert learner.protocol == "nichol"
-    nichol, transductive = learner.outputs(ep.support_x, ep.support_y, ep.query_x)
+    learner = Adapted(model, Adaptation(steps=2, lr=0.4, inner="all", protocol="nichol"))
+    everything = slice(None)
+    nichol, transductive = learner.views(ep.support_x, ep.support_y, ep.query_x,
+                                         [("nichol", everything), ("transductive", everything)])
     assert nichol.shape == transductive.shape == (TASKS, WAYS * QUERIES, WAYS)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     # the same numbers from an independent route: adapt a training-mode copy, then one forward pass per query
@@ -242,7 +253,7 @@ def test_adapted_protocols_nichol_and_transductive() -> None:
     noisy = ep.query_x.clone()
     noisy[:, 1:] = torch.rand_like(noisy[:, 1:])  # other queries change; the first query's logits must not
     torch.testing.assert_close(learner(ep.support_x, ep.support_y, noisy, WAYS)[:, 0], nichol[:, 0])
-    assert not torch.allclose(Adapted(model, inner_steps=2, inner_lr=0.4, protocol="transductive")(
+    assert not torch.allclose(Adapted(model, Adaptation(steps=2, lr=0.4, inner="all", protocol="transductive"))(
         ep.support_x, ep.support_y, noisy, WAYS)[:, 0], transductive[:, 0])
     chunked = query_outputs(model, parameters(model), ep.support_x[0], ep.query_x[0], "nichol", chunk=7)
     torch.testing.assert_close(chunked, query_outputs(model, parameters(model), ep.support_x[0], ep.query_x[0],
@@ -250,7 +261,9 @@ def test_adapted_protocols_nichol_and_transductive() -> None:
     with pytest.raises(ValueError, match="20-way"):
         learner(ep.support_x, ep.support_y, ep.query_x, 20)
     with pytest.raises(ValueError, match="running"):
-        Adapted(model, inner_steps=2, inner_lr=0.4, protocol="running")
+        Adaptation(steps=2, lr=0.4, inner="all", protocol="running")
+    with pytest.raises(ValueError, match="running"):
+        learner.views(ep.support_x, ep.support_y, ep.query_x, [("running", everything)])
 
 
 @pytest.mark.parametrize("protocol", ["nichol", "transductive"])
@@ -266,9 +279,9 @@ def test_meta_steps_give_identical_predictions(protocol: str) -> None:
     predictions = {}
     for meta_step in ("loop", "batched", "parallel"):
         model = conv_net()
-        train_maml(model, Fixed(), 3, MetaTraining(tasks=TASKS, inner_steps=1, inner_lr=0.4, meta_step=meta_step),
-                   RunOptions(seed=0, progress=False))
-        predictions[meta_step] = Adapted(model, inner_steps=2, inner_lr=0.4, protocol=protocol)(
+        train_maml(model, Fixed(), 3, MetaTraining(tasks=TASKS, inner_steps=1, inner_lr=0.4, inner="all",
+                                                   meta_step=meta_step), RunOptions(seed=0, progress=False))
+        predictions[meta_step] = Adapted(model, Adaptation(steps=2, lr=0.4, inner="all", protocol=protocol))(
             ep.support_x, ep.support_y, ep.query_x)
     torch.testing.assert_close(predictions["batched"], predictions["loop"], rtol=1e-9, atol=1e-9)
     torch.testing.assert_close(predictions["parallel"], predictions["loop"], rtol=1e-9, atol=1e-9)
@@ -286,7 +299,7 @@ def test_finn_inner_loop_leaves_batchnorm_parameters_to_the_outer_loop() -> None
                                         (dict(inner="body"), "inner must be one of"),
                                         (dict(meta_step="vmap"), "meta_step")])
 def test_bad_inner_loop_settings_are_refused_before_training(bad: dict, match: str) -> None:
-    kw = dict(inner_steps=1, inner_lr=0.4) | bad
+    kw = dict(tasks=2, inner_steps=1, inner_lr=0.4, inner="all") | bad
     with pytest.raises(ValueError, match=match):
         train_maml(conv_net(), SinusoidSampler(5, 5), 1, MetaTraining(**kw), RunOptions(seed=0, progress=False))
 
@@ -297,7 +310,7 @@ def test_maml_learns_to_adapt_on_sinusoids() -> None:
     model = sinusoid_mlp()
     before = adapted_mse(model, 5, (1,), tasks=100)[1][0]
     res = train_maml(model, SinusoidSampler(10, 10), 1000,
-                     MetaTraining(tasks=5, inner_steps=1, inner_lr=0.01, lr=3e-3, regression=True),
+                     MetaTraining(tasks=5, inner_steps=1, inner_lr=0.01, inner="all", lr=3e-3, regression=True),
                      RunOptions(seed=0, progress=False))
     after = adapted_mse(model, 5, (1,), tasks=100)[1][0]
     assert res.history[-1]["loss"] < res.history[0]["loss"]
@@ -474,4 +487,5 @@ def test_reptile_minibatches_cycle_through_the_task() -> None:
     assert max_rel_error(got, want) < 1e-12
     assert max_rel_error(got, full) > 1e-3
     with pytest.raises(ValueError, match="inner_batch"):
-        train_reptile(model, None, 1, ReptileTraining(inner_batch=0), RunOptions(seed=0, progress=False))
+        train_reptile(model, None, 1, ReptileTraining(tasks=2, inner_steps=1, inner_lr=0.1, lr=1.0, inner_batch=0),
+                      RunOptions(seed=0, progress=False))

@@ -210,7 +210,8 @@ def test_what_the_key_sees(omniglot_train, omniglot_test, tmp_path, capsys):
                      MatchingNet(conv4_for((1, 28, 28), hidden=8), distance="euclidean"), name="match",
                      settings=Episodic(lr=2e-3))
     assert "settings.lr changed" in line  # the trainer's settings are the key's, field by field
-    sine = dict(train_fn=train_maml, settings=MetaTraining(tasks=2, inner_steps=1, inner_lr=0.01, regression=True))
+    sine = dict(train_fn=train_maml,
+                settings=MetaTraining(tasks=2, inner_steps=1, inner_lr=0.01, inner="all", regression=True))
     for shots, expected in ((5, "no stored model"), (10, "data_contents")):
         torch.manual_seed(0)
         line = _key_line(capsys, SinusoidSampler(shots, 5), models, sinusoid_mlp(8), name="sine", **sine)

@@ -29,7 +29,7 @@ from metalearn.study.experiment import FitContext, fit
 torch.manual_seed(seed)
 model = sinusoid_mlp(8)
 curve, seconds = fit("sine", model, SinusoidSampler(5, 5), steps, train_maml,
-                     MetaTraining(tasks=2, inner_steps=1, inner_lr=0.01, regression=True),
+                     MetaTraining(tasks=2, inner_steps=1, inner_lr=0.01, inner="all", regression=True),
                      FitContext("tiny", seed, checkpoint_dir, models_dir))
 Path(out_dir).mkdir(parents=True, exist_ok=True)
 (Path(out_dir) / "tiny.json").write_text(json.dumps({"loss": curve["loss"].tolist()}))

@@ -27,6 +27,7 @@ from metalearn.drugs.property_prediction import (
     task_metrics,
     wins,
 )
+from metalearn.gradient.inner_loop import Adaptation
 
 
 def _tasks(sizes=(40, 60, 9), seed=0, bits=64) -> MoleculeTasks:
@@ -150,10 +151,10 @@ def test_adapted_scorer_without_steps_is_the_network_and_anil_adapts_only_the_he
     torch.manual_seed(0)
     net = nn.Sequential(*fingerprint_body((16, 8)), nn.Linear(8, 2))
     sx, sy, qx = torch.rand(2, 6, 16), torch.randint(0, 2, (2, 6)), torch.rand(2, 5, 16)
-    p0 = AdaptedScorer(0, 0.1)(net)(sx, sy, qx)
+    p0 = AdaptedScorer(Adaptation(steps=0, lr=0.1, inner="all", protocol="transductive"))(net)(sx, sy, qx)
     assert torch.allclose(p0, net(qx).softmax(-1)[..., 1])
-    p_anil = AdaptedScorer(1, 0.5, head_only=True)(net)(sx, sy, qx)
-    p_all = AdaptedScorer(1, 0.5)(net)(sx, sy, qx)
+    p_anil = AdaptedScorer(Adaptation(steps=1, lr=0.5, inner="head", protocol="transductive"))(net)(sx, sy, qx)
+    p_all = AdaptedScorer(Adaptation(steps=1, lr=0.5, inner="all", protocol="transductive"))(net)(sx, sy, qx)
     # the head-only step by hand: one SGD step of the last layer on the frozen features
     for d in range(2):
         z = net[:-1](sx[d]).detach()
@@ -199,7 +200,7 @@ def test_frozen_body_scorers_embed_each_task_once_and_score_as_on_fingerprints()
     torch.manual_seed(0)
     net = nn.Sequential(*fingerprint_body((64, 16)), nn.Linear(16, 2)).double()
     scorers = {"protonet": PrototypeScorer()(ProtoNet(net[:-1])), "knn": NearestNeighbours(3)(net[:-1]),
-               "anil": AdaptedScorer(2, 0.3, head_only=True)(net)}
+               "anil": AdaptedScorer(Adaptation(steps=2, lr=0.3, inner="head", protocol="transductive"))(net)}
     data.features = lambda m, f=data.features: f(m).double()  # float64: the two paths agree to rounding
     for name, scorer in scorers.items():
         assert isinstance(scorer, FrozenBody), name

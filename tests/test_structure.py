@@ -4,9 +4,12 @@
     datasets/      fetching, verifying and loading the data sets: core and datasets
     <family>/      background, metric, model_based, gradient, drugs: one module per method of the survey's slides;
                    a method imports only core, datasets and its family's shared modules, never another method
+                   (drugs, which scores the gradient family's meta-initialisations, may also import the gradient
+                   family's shared modules)
     study/         the chapters' glue (pipeline, papers, claims, site, plots): the only floor above the methods
 
-No module below ``study`` imports it, and there is no import circle.
+No module below ``study`` imports it, and there is no import circle. ``core`` holds no method's code: each of its
+modules serves the floors themselves, the study, or more than one family.
 """
 
 from __future__ import annotations
@@ -16,11 +19,11 @@ import ast
 import pytest
 
 from metalearn.core import source
+from metalearn.study.chapters import BORROWS, FAMILIES, SHARED
 
 FLOORS = ("core", "datasets")
-FAMILIES = ("background", "metric", "model_based", "gradient", "drugs")
-# each family's shared modules: what its methods may import besides the floors (the rest of a family are methods)
-SHARED = {"metric": {"metric.episodic"}, "gradient": {"gradient.outer_loop", "gradient.task_batched"}}
+# each family's shared modules (what its methods may import besides the floors) and the families that may borrow
+# another's shared modules: one home, metalearn.study.chapters (which also keys the chapters' DVC stages on them)
 MODULES = [m for m in source.modules() if "." in m]
 
 
@@ -52,9 +55,21 @@ def test_floors(module: str) -> None:
     if allowed is not None:
         assert {family(m) for m in imported} <= allowed, f"{module} imports {sorted(imported)}"
         return
-    outside = {m for m in imported if family(m) not in FLOORS and m not in SHARED.get(family(module), set())}
+    families = {family(module), *BORROWS.get(family(module), set())}
+    shared = {m for f in families for m in SHARED.get(f, set())}
+    outside = {m for m in imported if family(m) not in FLOORS and m not in shared}
     assert not outside, f"the method module {module} imports {sorted(outside)}: methods share only the floors " \
-                        f"and their family's shared modules {sorted(SHARED.get(family(module), set()))}"
+                        f"and the shared modules {sorted(shared)}"
+
+
+@pytest.mark.parametrize("module", [m for m in MODULES if family(m) == "core"])
+def test_core_holds_no_single_familys_code(module: str) -> None:
+    """A core module serves the floors, the study or several families: a module whose only users outside core (direct
+    or through other core modules; the study aside) are one family, or one family and a family that borrows from it
+    (drugs from gradient), belongs in that family."""
+    users = {family(m) for m in MODULES if family(m) not in ("core", "study") and module in source.closure([m])}
+    users -= {f for f in users if BORROWS.get(f, set()) & users}
+    assert len(users) != 1, f"{module} is used only by {sorted(users)}: move it into that family"
 
 
 def test_no_method_imports_another_method():
@@ -90,7 +105,7 @@ def test_imports_are_read_from_the_source():
     code = ("import metalearn.gradient.maml\nfrom metalearn.core import episodes\n"
             "from metalearn.core.models import conv4_for\ndef f():\n    from metalearn.core.train import train\n")
     assert source.code_imports(code) == {"gradient.maml", "core.episodes", "core.models", "core.train"}
-    assert {"core.inner_loop", "core.train"} <= source.imports("gradient.outer_loop")
+    assert {"gradient.inner_loop", "core.train"} <= source.imports("gradient.outer_loop")
     assert source.closure(["core.files"]) == ["core.files"]  # the bottom floor imports nothing of the lib
     assert source.closure(["core.models"]) == ["core.models"]
     assert source.path_of("gradient.maml") == "gradient/maml.py" and source.path_of("core") == "core/__init__.py"

@@ -106,3 +106,55 @@ def equivalent(differences: np.ndarray, margin: float, alpha: float = 0.05) -> t
     if ci.low >= margin or ci.high <= -margin:
         return "different", ci
     return "inconclusive", ci
+
+
+PLATEAU_SLOPE = 0.5  # points per doubling of the budget below which a validation curve is a plateau
+
+
+def log_budget_fit(x: np.ndarray, accuracy: np.ndarray, gap: float) -> dict:
+    """How much more budget ``x`` (training seconds or steps, > 0, increasing) a learning curve asks for to gain
+    ``gap`` more points of ``accuracy`` (its validation checks).
+
+    Fits ``accuracy = a + b ln(x)`` to the second half of the checks and solves for the ``x`` at which the fit gains
+    ``gap`` more points. Assumptions, to state beside the answer: accuracy keeps growing log-linearly (it saturates
+    eventually, so this is a lower bound on the budget), the same recipe is kept (a cosine schedule stretched over the
+    longer run), and the validation-to-test offset stays. Return ``points_per_doubling`` (b ln 2), ``window`` (the
+    fit's first and last ``x``), ``last`` (the run's ``x``), ``needed`` and ``factor`` (needed/last; inf when the fit
+    does not grow), and the evidence that the curve still rises: ``slope`` ± ``slope_ci95``, points per doubling
+    fitted to the last third of the checks (at least 3) with its 95% t interval, and ``trend``: "rising" (that
+    interval above 0), "plateau" (below :data:`PLATEAU_SLOPE` points per doubling: a budget 1000 times larger would
+    gain under 5 points; the recipe or protocol is the suspect, not the budget) or "undetermined" (the interval
+    covers both: too few or too noisy checks to tell). Only a rising curve's extrapolation is a budget
+    (``rising``)."""
+    x, accuracy = np.asarray(x, float), np.asarray(accuracy, float)
+    if len(x) < 4 or len(x) != len(accuracy):
+        raise ValueError(f"need at least 4 validation checks to extrapolate, got {len(x)}")
+    half = len(x) // 2
+    b, _a = np.polyfit(np.log(x[half:]), accuracy[half:], 1)
+    last = float(x[-1])
+    factor = float(np.exp(gap / b)) if b > 0 else float("inf")
+    third = -max(3, len(x) // 3)
+    slope, width = slope_ci95(np.log(x[third:]), accuracy[third:])
+    return {"points_per_doubling": float(b * np.log(2)), "window": (float(x[half]), last), "last": last,
+            "needed": last * factor, "factor": factor, "slope": slope * np.log(2), "slope_ci95": width * np.log(2),
+            "rising": bool(slope - width > 0), "trend": trend(slope * np.log(2), width * np.log(2))}
+
+
+def trend(slope: float, half_width: float) -> str:
+    """"rising", "plateau" or "undetermined" for a slope (points per doubling) and its 95% half-width."""
+    if slope - half_width > 0:
+        return "rising"
+    return "plateau" if slope + half_width < PLATEAU_SLOPE else "undetermined"
+
+
+def slope_ci95(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """The least-squares slope of ``y`` on ``x`` and its 95% half-width (t quantile, n − 2 degrees of freedom; inf
+    with fewer than 3 points or no spread in ``x``)."""
+    n = len(x)
+    sxx = float(((x - x.mean()) ** 2).sum())
+    if n < 3 or sxx == 0:
+        return 0.0, float("inf")
+    slope = float(((x - x.mean()) * (y - y.mean())).sum() / sxx)
+    residual = y - y.mean() - slope * (x - x.mean())
+    se = float(np.sqrt((residual ** 2).sum() / (n - 2) / sxx))
+    return slope, float(stats.t.ppf(0.975, n - 2)) * se

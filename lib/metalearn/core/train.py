@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -100,6 +100,18 @@ class RunOptions:
     validate_every: int = 0
     desc: str = "train"
     progress: bool = True
+
+
+S_contra = TypeVar("S_contra", contravariant=True)
+
+
+class Trainer(Protocol[S_contra]):
+    """A method's entry point typed with its settings: ``train_fn(model, data, steps, settings, run)``, e.g.
+    ``train_maml`` is a ``Trainer[MetaTraining]``, so handing it ``Episodic`` settings is a type error (mypy), not
+    a failure at run time."""
+
+    def __call__(self, model: nn.Module, data: Any, steps: int, settings: S_contra, run: RunOptions, /,
+                 ) -> TrainResult: ...
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,10 +39,11 @@ from torch import Tensor, nn
 
 from metalearn.core.episodes import make_generator
 from metalearn.core.evaluate import PairedDifference, mean_ci95
-from metalearn.core.inner_loop import Adapted, head_names
 from metalearn.core.prototypes import prototype_logits
 from metalearn.datasets.fetch import RemoteFile, default_data_dir, default_mirror, fetch
 from metalearn.datasets.molecules import MoleculeTasks, can_draw, draw_support
+from metalearn.gradient.evaluation import Adapted
+from metalearn.gradient.inner_loop import Adaptation
 
 Scorer = Callable[[Tensor, Tensor, Tensor], Tensor]
 METRICS = ("delta_auprc", "auprc", "roc_auc")
@@ -67,24 +68,26 @@ class FrozenBody:
 
 
 class AdaptedScorer:
-    """A meta-initialisation at test time: ``inner_steps`` SGD steps (step size ``inner_lr``) on each draw's
-    support, of every parameter or (``head_only``, ANIL) of the last linear layer, then P(active) of the queries.
-    The networks here have no BatchNorm, so each query's prediction depends on the support set alone."""
+    """A meta-initialisation at test time under its method's ``rule``
+    (:class:`~metalearn.gradient.inner_loop.Adaptation`): ``rule.steps`` SGD steps of step size ``rule.lr`` on each
+    draw's support, of every parameter (``inner="all"``) or of the last linear layer (``"head"``, ANIL), then
+    P(active) of the queries. The networks here have no BatchNorm, so each query's prediction depends on the support
+    set alone, whatever the rule's protocol."""
 
-    def __init__(self, inner_steps: int, inner_lr: float, head_only: bool = False) -> None:
-        self.inner_steps, self.inner_lr, self.head_only = inner_steps, inner_lr, head_only
+    def __init__(self, rule: Adaptation) -> None:
+        if rule.inner not in ("all", "head"):
+            raise ValueError(f"the molecule networks have no BatchNorm: adapt inner='all' or 'head', got {rule.inner!r}")
+        self.rule = rule
 
     def __repr__(self) -> str:
-        return f"AdaptedScorer(inner_steps={self.inner_steps}, inner_lr={self.inner_lr}, head_only={self.head_only})"
+        return f"AdaptedScorer({self.rule!r})"
 
     def __call__(self, model: nn.Module) -> Scorer:
-        # without BatchNorm the "transductive" protocol is a plain forward pass of the queries (and the cheapest)
-        if self.head_only and isinstance(model, nn.Sequential) and isinstance(model[-1], nn.Linear):
+        if self.rule.inner == "head" and isinstance(model, nn.Sequential) and isinstance(model[-1], nn.Linear):
             # ANIL on body + linear head: the same inner loop on the head alone, fed the body's fixed embeddings
-            head = Adapted(model[-1], inner_steps=self.inner_steps, inner_lr=self.inner_lr, protocol="transductive")
+            head = Adapted(model[-1], replace(self.rule, inner="all"))
             return FrozenBody(model[:-1], lambda sz, sy, qz: _probability_of_active(head(sz, sy, qz)))
-        learner = Adapted(model, inner_steps=self.inner_steps, inner_lr=self.inner_lr,
-                          names=head_names(model) if self.head_only else None, protocol="transductive")
+        learner = Adapted(model, self.rule)
         return lambda sx, sy, qx: _probability_of_active(learner(sx, sy, qx))
 
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from metalearn.core.inner_loop import TaskSampler
 from metalearn.core.train import RunOptions, TrainResult
+from metalearn.gradient.inner_loop import TaskSampler
 from metalearn.gradient.outer_loop import MetaTraining, meta_train
 
 

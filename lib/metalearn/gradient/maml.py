@@ -11,22 +11,22 @@ Outer loop, a batch of T tasks (Adam with step size β):
 First-order MAML drops the Hessians (∂θ'/∂θ ≈ I): the meta-gradient is ∇_θ' L_Q, evaluated at θ'.
 ANIL adapts only the head (the last linear layer) in the inner loop; the body learns in the outer loop only.
 
-The inner loop lives in :mod:`metalearn.core.inner_loop` (with the test-time rule, ``Adapted``), the outer loop that
+The inner loop lives in :mod:`metalearn.gradient.inner_loop` (with the test-time rule, ``Adapted``), the outer loop that
 MAML, FOMAML (:mod:`~metalearn.gradient.fomaml`) and ANIL (:mod:`~metalearn.gradient.anil`) share in
 :mod:`metalearn.gradient.outer_loop`.
 
 BatchNorm always normalises with batch statistics, never running ones (as in every reference implementation): in
 training and in the inner loop those of the batch at hand; for a test task's queries, those of the support set plus
 the one query (Nichol et al.'s non-transductive protocol, the default) or of the query batch (transductive, the
-protocol of Finn et al.'s and Raghu et al.'s numbers); see :mod:`metalearn.core.inner_loop`.
+protocol of Finn et al.'s and Raghu et al.'s numbers); see :mod:`metalearn.gradient.inner_loop`.
 """
 
 from __future__ import annotations
 
 from torch import nn
 
-from metalearn.core.inner_loop import TaskSampler
 from metalearn.core.train import RunOptions, TrainResult
+from metalearn.gradient.inner_loop import TaskSampler
 from metalearn.gradient.outer_loop import MetaTraining, meta_train
 
 

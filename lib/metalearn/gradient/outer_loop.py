@@ -16,7 +16,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from metalearn.core.inner_loop import (
+from metalearn.core.train import RunOptions, Schedule, TrainResult, adam, train
+from metalearn.gradient.inner_loop import (
+    Adaptation,
     LossFn,
     Tasks,
     TaskSampler,
@@ -27,26 +29,29 @@ from metalearn.core.inner_loop import (
     parameters,
     query_metrics,
 )
-from metalearn.core.train import RunOptions, Schedule, TrainResult, adam, train
 from metalearn.gradient.task_batched import anil_meta_loss, batched_meta_loss, parallel_meta_loss
 
 META_STEPS = ("loop", "batched", "parallel", "head")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class MetaTraining(Schedule):
     """What MAML, FOMAML and ANIL learn with (their entry points take it; Adam's ``lr`` is β): meta-batches of
     ``tasks`` tasks (T), ``inner_steps`` SGD steps (k) of step size ``inner_lr`` (α) on each task's support set,
-    adapting ``inner`` (:data:`~metalearn.core.inner_loop.INNER`: every parameter, every one but BatchNorm's as in
-    Finn et al., or the head as in ANIL); MSE instead of cross-entropy with ``regression``; ``meta_step``: how a
-    meta-batch is computed (:data:`META_STEPS`, the same gradients)."""
+    adapting ``inner`` (:data:`~metalearn.gradient.inner_loop.INNER`: every parameter, every one but BatchNorm's as
+    in Finn et al., or the head as in ANIL); MSE instead of cross-entropy with ``regression``; ``meta_step``: how a
+    meta-batch is computed (:data:`META_STEPS`, the same gradients); ``test``: the method's test-time rule, which
+    validation checks score (None for a model scored otherwise, e.g. sinusoids by
+    :func:`metalearn.gradient.regression.adapted_mse`). The inner loop's fields have no default: a chapter sets
+    each of them."""
 
-    tasks: int = 4
-    inner_steps: int = 1
-    inner_lr: float = 0.4
-    inner: str = "all"
+    tasks: int
+    inner_steps: int
+    inner_lr: float
+    inner: str
     regression: bool = False
     meta_step: str = "loop"
+    test: Adaptation | None = None
 
 
 def meta_loss(model: nn.Module, tasks: Tasks, *, inner_steps: int, inner_lr: float, first_order: bool = False,

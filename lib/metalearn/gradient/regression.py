@@ -17,8 +17,8 @@ from torch import nn
 
 from metalearn.core.episodes import RegressionTasks, make_generator, sample_sinusoid
 from metalearn.core.evaluate import mean_ci95
-from metalearn.core.inner_loop import adapt, check_inner_loop
 from metalearn.core.models import mlp
+from metalearn.gradient.inner_loop import adapt, check_inner_loop
 
 
 class SinusoidSampler:

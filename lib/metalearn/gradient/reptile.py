@@ -20,9 +20,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metalearn.core.episodes import Episode
-from metalearn.core.inner_loop import LossFn, Params, Tasks, TaskSampler, adapt, batch_statistics, check_inner_loop
 from metalearn.core.train import RunOptions, TrainResult, train
+from metalearn.gradient.inner_loop import (
+    Adaptation,
+    LossFn,
+    Params,
+    Tasks,
+    TaskSampler,
+    adapt,
+    adapt_minibatches,
+    check_inner_loop,
+)
 
 
 def reptile_direction(model: nn.Module, tasks: Tasks, *, inner_steps: int, inner_lr: float,
@@ -38,16 +46,12 @@ def reptile_direction(model: nn.Module, tasks: Tasks, *, inner_steps: int, inner
         x, y = torch.cat([sx, qx]), torch.cat([sy, qy])
         with torch.no_grad():
             first_losses.append(loss_fn(torch.func.functional_call(model, theta, (x,)), y))
-        if inner_batch is None or inner_batch >= len(x):
+        if inner_batch is None:
             adapted = adapt(model, theta, x, y, steps=inner_steps, inner_lr=inner_lr, first_order=True,
                             loss_fn=loss_fn)
         else:
-            order = torch.randperm(len(x), device=x.device).repeat(-(-inner_steps * inner_batch // len(x)))
-            adapted = theta
-            for i in range(inner_steps):
-                batch = order[i * inner_batch:(i + 1) * inner_batch]
-                adapted = adapt(model, adapted, x[batch], y[batch], steps=1, inner_lr=inner_lr, first_order=True,
-                                loss_fn=loss_fn)
+            adapted = adapt_minibatches(model, theta, x, y, steps=inner_steps, inner_lr=inner_lr, batch=inner_batch,
+                                        loss_fn=loss_fn)
         for n in step:
             step[n] += (adapted[n] - theta[n]).detach()
     return {n: s / len(first_losses) for n, s in step.items()}, torch.stack(first_losses).mean()
@@ -63,23 +67,26 @@ def joint_gradient(model: nn.Module, tasks: Tasks, loss_fn: LossFn = F.cross_ent
     return dict(zip(theta, torch.autograd.grad(loss, list(theta.values())), strict=True))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ReptileTraining:
     """What Reptile learns with: batches of ``tasks`` tasks, ``inner_steps`` SGD steps of step size ``inner_lr`` on
     each (on minibatches of ``inner_batch`` examples; None: the whole task), the outer step size ε = ``lr``,
     annealed linearly to 0 when ``anneal`` (as in Nichol et al.), else halved every ``halve_lr_every`` steps (0:
     constant); ``outer="adam"`` feeds θ − θ̃ to Adam as a gradient instead (Nichol et al. §3); MSE instead of
-    cross-entropy with ``regression``."""
+    cross-entropy with ``regression``; ``test``: its test-time rule (Nichol et al.'s: every parameter, minibatches of
+    the support set, BatchNorm statistics of the support set plus each query), which validation checks score; None
+    for a model scored otherwise (sinusoids: :func:`metalearn.gradient.regression.adapted_mse`)."""
 
-    tasks: int = 5
-    inner_steps: int = 5
-    inner_lr: float = 1e-3
+    tasks: int
+    inner_steps: int
+    inner_lr: float
+    lr: float
     inner_batch: int | None = None
-    lr: float = 1.0
     anneal: bool = True
     halve_lr_every: int = 0
     outer: str = "sgd"
     regression: bool = False
+    test: Adaptation | None = None
 
 
 def train_reptile(model: nn.Module, sampler: TaskSampler, steps: int, settings: ReptileTraining,
@@ -110,25 +117,3 @@ def train_reptile(model: nn.Module, sampler: TaskSampler, steps: int, settings: 
         return surrogate, {}
 
     return train(model, step_loss, lambda step, g: sampler.sample(s.tasks, g), steps, opt, run, sched)
-
-
-def adapt_support(model: nn.Module, support_x: torch.Tensor, support_y: torch.Tensor, *, steps: int,
-                  inner_lr: float, names: list[str], batch: int | None) -> Params:
-    """θ' after ``steps`` SGD steps on one task's support set ``support_x [n, C, H, W]``, ``support_y [n]``
-    (BatchNorm: each step's batch statistics; the model is not modified). ``batch=None``: every step on the whole
-    support set, only ``names`` adapting (Finn et al.'s test-time rule); else minibatches of ``batch`` examples in a
-    random order from torch's global generator, every parameter adapting (Nichol et al.'s, the inner loop of
-    :func:`~metalearn.gradient.reptile.reptile_direction` on a task whose data is the support set)."""
-    theta = {n: p.detach().requires_grad_(n in names) for n, p in model.named_parameters()}
-    if batch is not None and set(names) != set(theta):
-        frozen = sorted(set(theta) - set(names))
-        raise ValueError(f"minibatch adaptation (batch={batch}) adapts every parameter, as Nichol et al.'s; names "
-                         f"leaves out {frozen}: pass every parameter name or batch=None")
-    with batch_statistics(model):
-        if batch is None:
-            return adapt(model, theta, support_x, support_y, steps=steps, inner_lr=inner_lr, first_order=True,
-                         names=names)
-        empty = support_y[None, :0]  # no query set: Reptile's inner loop runs on all of the task's data
-        task = Episode(support_x[None], support_y[None], support_x[None, :0], empty, classes=empty)
-        direction, _ = reptile_direction(model, task, inner_steps=steps, inner_lr=inner_lr, inner_batch=batch)
-    return {n: (theta[n] + direction[n]).detach() for n in theta}

@@ -3,7 +3,7 @@ the task-batched step (all T tasks of a meta-batch in one forward and backward p
 threads, and the head-only step of ANIL (the body run once per task).
 
 The task-batched step expands θ to per-task copies θ_b [T, ...], so the adapted weights θ'_b = θ_b − α ∇L_S(θ_b) are
-per task, and each layer runs once for the whole meta-batch (:mod:`metalearn.core.batched`). Because Σ_i L_i(θ_b[i])
+per task, and each layer runs once for the whole meta-batch (:mod:`metalearn.gradient.batched`). Because Σ_i L_i(θ_b[i])
 separates over tasks, one ``autograd.grad`` gives every task's inner gradient, and the outer backward through
 ``θ.expand`` sums the tasks' meta-gradients. No ``vmap`` is involved (its BatchNorm batching rule gives wrong
 second-order gradients); the tests check this step against the per-task loop in float64.
@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from metalearn.core.batched import batched_forward
-from metalearn.core.inner_loop import LossFn, Params, Tasks, adapt, check_inner_loop, head_names
+from metalearn.gradient.batched import batched_forward
+from metalearn.gradient.inner_loop import LossFn, Params, Tasks, adapt, check_inner_loop, head_names
 
 
 def batched_meta_loss(model: nn.Module, tasks: Tasks, *, inner_steps: int, inner_lr: float, first_order: bool = False,

@@ -105,11 +105,19 @@ def lib_modules(stage: str) -> list[str]:
     return source.closure(notebook_imports(chapter(stage).path) | {"study.pipeline"})
 
 
+FAMILIES = ("background", "metric", "model_based", "gradient", "drugs")
+# each family's shared modules: what its methods may import besides core and datasets (the rest of a family are its
+# methods, one per slide); tests/test_structure.py enforces it
+SHARED = {"metric": {"metric.episodic"},
+          "gradient": {"gradient.inner_loop", "gradient.batched", "gradient.evaluation", "gradient.networks",
+                       "gradient.outer_loop", "gradient.task_batched", "gradient.distributed"}}
+BORROWS = {"drugs": {"gradient"}}  # drugs scores the gradient family's meta-initialisations with its shared modules
+
+
 def method_modules() -> set[str]:
     """The modules of the method families (not their shared modules): what :attr:`Chapter.methods` names."""
-    families = {"background", "metric", "model_based", "gradient", "drugs"}
-    shared = {"metric.episodic", "gradient.outer_loop", "gradient.task_batched"}
-    return {m for m in source.modules() if m.split(".")[0] in families and "." in m and m not in shared}
+    shared = set().union(*SHARED.values())
+    return {m for m in source.modules() if m.split(".")[0] in FAMILIES and "." in m and m not in shared}
 
 
 def dvc_deps(stage: str) -> list[str]:

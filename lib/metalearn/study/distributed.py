@@ -1,5 +1,6 @@
-"""MAML's meta-batch across processes: each of N processes takes T/N of the T tasks, and the meta-gradient is
-averaged over the processes with ``torch.distributed`` before every optimiser step.
+"""MAML's meta-batch across processes, the command line: each of N processes takes T/N of the T tasks, and the
+meta-gradient is averaged over the processes with ``torch.distributed`` before every optimiser step (the mechanics:
+:mod:`metalearn.gradient.distributed`).
 
 The meta-gradient of a batch of T tasks splits over any partition of the tasks into N shards of T/N:
 
@@ -24,96 +25,22 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Callable
-from dataclasses import fields
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch import Tensor, nn
 
 from metalearn.core.episodes import ClassDataset, EpisodeSampler, resolve_device
 from metalearn.core.files import atomic_path
-from metalearn.core.models import Classifier, conv4_for
-from metalearn.core.strided_conv4 import StridedConv4
 from metalearn.core.train import RunOptions
 from metalearn.datasets.fetch import load_cifar_fs, load_omniglot
+from metalearn.gradient.distributed import GradientAverager, ShardSampler, average_buffers
+from metalearn.gradient.inner_loop import INNER
+from metalearn.gradient.networks import finn_network
 from metalearn.gradient.outer_loop import META_STEPS, MetaTraining, meta_train
 
 LOADERS = {"omniglot": load_omniglot, "cifar_fs": load_cifar_fs}
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
-
-class ShardSampler:
-    """Draws the whole meta-batch of ``tasks`` tasks with ``sampler`` and returns shard ``rank`` of ``world``: tasks
-    ``[rank*T/N, (rank+1)*T/N)`` of every field (``[T, ...]`` -> ``[T/N, ...]``), floating fields cast to ``dtype``."""
-
-    def __init__(self, sampler: Any, rank: int, world: int, dtype: torch.dtype | None = None) -> None:
-        if not 0 <= rank < world:
-            raise ValueError(f"need 0 <= rank < world size, got rank {rank} of {world}")
-        self.sampler, self.rank, self.world, self.dtype = sampler, rank, world, dtype
-
-    def sample(self, tasks: int, generator: torch.Generator) -> Any:
-        if tasks % self.world:
-            raise ValueError(f"a meta-batch of {tasks} tasks does not split over {self.world} processes: "
-                             f"use a multiple of {self.world}")
-        batch = self.sampler.sample(tasks, generator)
-        share = tasks // self.world
-        lo, hi = self.rank * share, (self.rank + 1) * share
-
-        def cut(t: Tensor) -> Tensor:
-            t = t[lo:hi]
-            return t.to(self.dtype) if self.dtype is not None and t.is_floating_point() else t
-
-        return type(batch)(**{f.name: cut(getattr(batch, f.name)) for f in fields(batch)})
-
-
-class GradientAverager:
-    """While active (``with``), each parameter's gradient is averaged over the process group as soon as backward has
-    accumulated it (``all_reduce`` of the sum, divided by the world size). ``trace=True`` keeps every averaged
-    gradient: ``gradients[name]`` is a list with one tensor per step."""
-
-    def __init__(self, model: nn.Module, trace: bool = False) -> None:
-        self.model, self.trace = model, trace
-        self.gradients: dict[str, list[Tensor]] = {n: [] for n, p in model.named_parameters() if p.requires_grad}
-        self._handles: list[Any] = []
-
-    def _hook(self, name: str) -> Callable[[Tensor], None]:
-        def average(p: Tensor) -> None:
-            if dist.is_initialized() and dist.get_world_size() > 1:
-                dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
-                p.grad /= dist.get_world_size()
-            if self.trace:
-                self.gradients[name].append(p.grad.detach().clone())
-
-        return average
-
-    def __enter__(self) -> GradientAverager:
-        self._handles = [p.register_post_accumulate_grad_hook(self._hook(n))
-                         for n, p in self.model.named_parameters() if p.requires_grad]
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles = []
-
-
-def average_buffers(model: nn.Module) -> None:
-    """Average the floating-point buffers (BatchNorm's running statistics) over the process group."""
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        for b in model.buffers():
-            if b.is_floating_point():
-                dist.all_reduce(b, op=dist.ReduceOp.SUM)
-                b /= dist.get_world_size()
-
-
-def maml_network(dataset: ClassDataset, ways: int, hidden: int) -> Classifier:
-    """Finn et al.'s networks: a strided Conv-4 (no pooling layers) for Omniglot, a max-pool Conv-4 otherwise."""
-    shape = tuple(dataset.images.shape[2:])
-    backbone = StridedConv4(shape[0], hidden) if dataset.name.startswith("omniglot") else conv4_for(shape, hidden)
-    return Classifier(backbone, ways)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -128,10 +55,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=100, help="meta-steps")
     p.add_argument("--inner-steps", type=int, default=1)
     p.add_argument("--inner-lr", type=float, default=0.4)
+    p.add_argument("--inner", choices=INNER, default="no_norms",
+                   help="what the inner loop adapts (Finn et al.: every parameter but BatchNorm's)")
     p.add_argument("--first-order", action="store_true", help="FOMAML")
     p.add_argument("--meta-step", choices=[s for s in META_STEPS if s != "head"], default="loop")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam's step size")
-    p.add_argument("--hidden", type=int, default=64, help="filters per convolution")
+    p.add_argument("--hidden", type=int, help="filters per convolution (default: the paper's, 64 on Omniglot and 32 "
+                   "on CIFAR-FS; fewer for fast checks)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (each process takes GPU LOCAL_RANK)")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
@@ -139,7 +69,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--trace", type=Path, help="also write every step's averaged meta-gradient here (for checks)")
     args = p.parse_args(argv)
     for name in ("ways", "shots", "queries", "tasks", "hidden"):
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             p.error(f"--{name} must be >= 1, got {getattr(args, name)}")
     if args.steps < 0 or args.inner_steps < 0 or not args.inner_lr > 0 or not args.lr > 0:
         p.error("need --steps >= 0, --inner-steps >= 0, --inner-lr > 0 and --lr > 0")
@@ -161,12 +91,13 @@ def main(argv: list[str] | None = None) -> None:
         images, names = LOADERS[args.dataset](args.split)
         data = ClassDataset.from_numpy(images, names, name=f"{args.dataset}/{args.split}", device=device)
         torch.manual_seed(args.seed)  # the same initial weights in every process
-        model = maml_network(data, args.ways, args.hidden).to(device=device, dtype=DTYPES[args.dtype])
+        model = finn_network(args.dataset, tuple(data.images.shape[2:]), args.ways, args.hidden)
+        model = model.to(device=device, dtype=DTYPES[args.dtype])
         sampler = ShardSampler(EpisodeSampler(data, args.ways, args.shots, args.queries), rank, world,
                                DTYPES[args.dtype])
         with GradientAverager(model, trace=args.trace is not None) as averager:
             recipe = MetaTraining(lr=args.lr, tasks=args.tasks, inner_steps=args.inner_steps,
-                                  inner_lr=args.inner_lr, meta_step=args.meta_step)
+                                  inner_lr=args.inner_lr, inner=args.inner, meta_step=args.meta_step)
             result = meta_train(model, sampler, args.steps, recipe,
                                 RunOptions(seed=args.seed, progress=rank == 0, desc=f"maml x{world}"),
                                 first_order=args.first_order)

@@ -8,21 +8,21 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, is_dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-import numpy as np
 import pandas as pd
-from scipy import stats
 from torch import nn
 
 from metalearn.core.episodes import ClassDataset, EpisodeSampler
 from metalearn.core.evaluate import EvalResult, PairedDifference, Validation, evaluate, mean_ci95, paired_difference
 from metalearn.core.model_store import ModelStore, describe_model, model_key
 from metalearn.core.results import read_episodes, row
-from metalearn.core.train import RunOptions, TrainResult
+from metalearn.core.stats import log_budget_fit
+from metalearn.core.train import RunOptions, Trainer
 from metalearn.datasets.task_shift import as_cifar_format, as_omniglot_format
 from metalearn.metric.episodic import predictor
 
+S = TypeVar("S")  # a trainer's settings dataclass
 Data = EpisodeSampler | ClassDataset  # what a fit trains on: episodes, or a class dataset (pre-training, pairs)
 
 
@@ -39,7 +39,7 @@ class FitContext:
     read_only: bool = False
 
 
-def fit(name: str, model: nn.Module, data: Data, steps: int, train_fn: Callable[..., TrainResult], settings: Any,
+def fit(name: str, model: nn.Module, data: Data, steps: int, train_fn: Trainer[S], settings: S,
         context: FitContext, validation: Validation | None = None) -> tuple[pd.DataFrame, float]:
     """Train ``model`` for ``steps`` steps with ``train_fn(model, data, steps, settings, run)`` (the method's
     trainer and its settings dataclass, e.g. ``train_episodic`` and ``Episodic(lr=1e-3)``), or reuse it; return its
@@ -109,7 +109,7 @@ def _curve(name: str, history: list[dict], validation: list[dict]) -> pd.DataFra
 
 
 def fit_refit(name: str, make_model: Callable[[Data], nn.Module], data: Data, refit_data: Data, steps: int,
-              train_fn: Callable[..., TrainResult], settings: Any, context: FitContext, validation: Validation,
+              train_fn: Trainer[S], settings: S, context: FitContext, validation: Validation,
               ) -> tuple[nn.Module, pd.DataFrame, float, int]:
     """Snell et al.'s protocol: choose the training length on validation classes, then re-train on train + val.
 
@@ -279,55 +279,12 @@ def floor_extrapolations(vs_baseline: dict[tuple[str, int, int], PairedDifferenc
     return extrapolations(floor, curves, model_for, x)
 
 
-def budget_extrapolation(curve: pd.DataFrame, gap: float, x: str = "seconds") -> dict[str, float]:
-    """How much more budget a missed target asks for, from a run's validation curve.
-
-    Fits ``val_accuracy = a + b ln(x)`` to the second half of the checks (``x``: training ``seconds`` or ``step``)
-    and solves for the ``x`` at which the fit gains ``gap`` more points. Assumptions, to state beside the answer:
-    accuracy keeps growing log-linearly (it saturates eventually, so this is a lower bound on the budget), the same
-    recipe is kept (a cosine schedule stretched over the longer run), and the validation-to-test offset stays.
-    Return ``points_per_doubling`` (b ln 2), ``window`` (the fit's first and last ``x``), ``last`` (the run's ``x``),
-    ``needed`` and ``factor`` (needed/last; inf when the fit does not grow), and the evidence that the curve still
-    rises: ``slope`` ± ``slope_ci95``, points per doubling fitted to the last third of the checks (at least 3) with
-    its 95% t interval, and ``trend``: "rising" (that interval above 0), "plateau" (below
-    :data:`PLATEAU_SLOPE` points per doubling: a budget 1000 times larger would gain under 5 points; the recipe or
-    protocol is the suspect, not the budget) or "undetermined" (the interval covers both: too few or too noisy
-    validation checks to tell). Only a rising curve's extrapolation is a budget (``rising``)."""
+def budget_extrapolation(curve: pd.DataFrame, gap: float, x: str = "seconds") -> dict[str, Any]:
+    """How much more budget a missed target asks for, from a run's validation curve (``val_accuracy`` against ``x``:
+    training ``seconds`` or ``step``): :func:`metalearn.core.stats.log_budget_fit` over its checks."""
     checks = curve.dropna(subset=["val_accuracy"])
     checks = checks[checks[x] > 0]
-    if len(checks) < 4:
-        raise ValueError(f"need at least 4 validation checks to extrapolate, got {len(checks)}")
-    tail = checks.iloc[len(checks) // 2:]
-    b, _a = np.polyfit(np.log(tail[x].to_numpy(float)), tail["val_accuracy"].to_numpy(float), 1)
-    last = float(checks[x].iloc[-1])
-    factor = float(np.exp(gap / b)) if b > 0 else float("inf")
-    third = checks.iloc[-max(3, len(checks) // 3):]
-    slope, half = _slope_ci(np.log(third[x].to_numpy(float)), third["val_accuracy"].to_numpy(float))
-    return {"points_per_doubling": float(b * np.log(2)), "window": (float(tail[x].iloc[0]), last), "last": last,
-            "needed": last * factor, "factor": factor, "slope": slope * np.log(2), "slope_ci95": half * np.log(2),
-            "rising": bool(slope - half > 0), "trend": _trend(slope * np.log(2), half * np.log(2))}
-
-
-PLATEAU_SLOPE = 0.5  # points per doubling of the budget below which a validation curve is a plateau
-
-
-def _trend(slope: float, half: float) -> str:
-    """"rising", "plateau" or "undetermined" for a slope (points per doubling) and its 95% half-width."""
-    if slope - half > 0:
-        return "rising"
-    return "plateau" if slope + half < PLATEAU_SLOPE else "undetermined"
-
-
-def _slope_ci(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """The least-squares slope of ``y`` on ``x`` and its 95% half-width (t quantile, n − 2 degrees of freedom)."""
-    n = len(x)
-    sxx = float(((x - x.mean()) ** 2).sum())
-    if n < 3 or sxx == 0:
-        return 0.0, float("inf")
-    slope = float(((x - x.mean()) * (y - y.mean())).sum() / sxx)
-    residual = y - y.mean() - slope * (x - x.mean())
-    se = float(np.sqrt((residual ** 2).sum() / (n - 2) / sxx))
-    return slope, float(stats.t.ppf(0.975, n - 2)) * se
+    return log_budget_fit(checks[x].to_numpy(float), checks["val_accuracy"].to_numpy(float), gap)
 
 
 def task_shift(evaluate_on: Evaluator, method: str, model_for: Callable[[str, int], nn.Module],

@@ -1,73 +1,77 @@
-"""Notebook glue shared by the gradient-based chapters (MAML, FOMAML, Reptile, ANIL): the few-shot settings and their
-budgets (a notebook's nested ``settings`` parameter), one meta-trained classifier per setting on the papers'
-backbones, Reptile's minibatch sizes and inner learning-rate search, and the test accuracy after adaptation under both
-BatchNorm protocols (Nichol et al.'s non-transductive one and the transductive one)."""
+"""Notebook glue shared by the gradient-based chapters (MAML, FOMAML, Reptile, ANIL): each few-shot setting's plan
+(budget, task shapes, and the method's settings with its test-time rule), one meta-trained classifier per setting on
+the papers' networks, Reptile's inner learning-rate search, and the rows of the one evaluator
+(:mod:`metalearn.gradient.evaluation`).
+
+A number has one home. A notebook's ``settings`` parameter holds, per group of settings, the budget and the inner
+loop; :func:`maml_plans` and :func:`reptile_plans` turn each group into the method's settings object, every field set
+from a parameter the notebook passes, and the object travels unchanged: to the trainer (``settings.inner_lr`` → the
+inner loop's ``adapt``) and to the evaluator (``settings.test``, the test-time rule → ``Adapted`` → ``adapt``).
+"""
 
 from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import MISSING, dataclass, fields, replace
-from typing import Any
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Generic, TypeVar
 
-import numpy as np
 import pandas as pd
 import torch
-from torch import nn
 
 from metalearn.core.episodes import ClassDataset, EpisodeSampler, make_generator
 from metalearn.core.evaluate import EvalResult, PairedDifference, Validation, mean_ci95, paired_difference
-from metalearn.core.inner_loop import INNER, Adapted, adapted_predictor, inner_names
-from metalearn.core.models import Classifier, conv4_for
+from metalearn.core.models import Classifier
 from metalearn.core.results import row
-from metalearn.core.strided_conv4 import StridedConv4
-from metalearn.core.train import TrainResult
+from metalearn.core.train import Trainer
+from metalearn.gradient.evaluation import (
+    NICHOL_QUERIES,
+    Adapted,
+    adapted_predictor,
+    evaluate,
+    first_queries,
+    protocol_queries,
+)
+from metalearn.gradient.inner_loop import Adaptation
+from metalearn.gradient.networks import finn_network
+from metalearn.gradient.outer_loop import MetaTraining
+from metalearn.gradient.reptile import ReptileTraining, train_reptile
 from metalearn.study.experiment import FitContext, fit
 
 Setting = tuple[str, int, int]  # (dataset, ways, shots)
+S = TypeVar("S", MetaTraining, ReptileTraining)
 
 
 @dataclass(frozen=True)
-class MetaSetup:
-    """One setting's meta-training budget and inner loop."""
+class Plan(Generic[S]):
+    """One few-shot setting's meta-training: ``steps`` meta-steps with ``settings`` (the method's settings: its
+    meta-batch, inner loop and test-time rule ``settings.test``) on tasks of ``train_shots`` shots (None: the
+    setting's own; a model meta-trained on 1-shot tasks can serve the 5-shot setting too) and ``train_queries`` query
+    examples per class (None: K, the training shots, as Finn et al.'s Omniglot code); test and validation episodes
+    with ``test_queries`` query examples per class (None: K)."""
 
-    steps: int  # meta-steps
-    tasks: int  # meta-batch
-    inner_steps: int
-    inner_lr: float
-    test_inner_steps: int  # SGD steps on the support set at test time
-    train_queries: int | None = None  # query examples per class in training tasks; None: K, the training shots
-    test_queries: int | None = None  # query examples per class in test (and validation) tasks; None: K, the shots
-    train_shots: int | None = None  # shots of the training tasks; None: the setting's own (one model per setting)
+    steps: int
+    settings: S
+    train_queries: int | None = None
+    test_queries: int | None = None
+    train_shots: int | None = None
+
+    @property
+    def rule(self) -> Adaptation:
+        """The method's test-time rule (``settings.test``)."""
+        if self.settings.test is None:
+            raise ValueError(f"{type(self.settings).__name__} has no test-time rule (test=None): a plan needs one")
+        return self.settings.test
+
+
+GROUP_FIELDS = ("steps", "tasks", "inner_steps", "inner_lr", "test_inner_steps", "test_inner_lr")  # required
+GROUP_OPTIONAL = ("train_queries", "test_queries", "train_shots")
 
 
 def setting_group(dataset: str, ways: int) -> str:
     """The name of a group of settings in the notebooks' ``settings`` parameter: ``"omniglot_20way"``."""
     return f"{dataset}_{ways}way"
-
-
-def meta_setups(settings: Mapping[str, Mapping[str, Any]]) -> dict[Setting, MetaSetup]:
-    """The 1- and 5-shot settings of each group of a notebook's ``settings`` parameter, ``{"<dataset>_<ways>way":
-    {"steps", "tasks", "inner_steps", "inner_lr", "test_inner_steps"[, "train_queries"][, "test_queries"]
-    [, "train_shots"]}}``: the fields of :class:`MetaSetup` (without ``train_queries`` / ``test_queries``, tasks have
-    K queries per class, as many as their shots, as in Finn et al.'s Omniglot code; with ``train_shots``, one model
-    meta-trained on tasks with that many shots serves both of the group's settings), e.g. Omniglot 5/20-way and
-    CIFAR-FS 5-way."""
-    known = [f.name for f in fields(MetaSetup)]
-    required = [f.name for f in fields(MetaSetup) if f.default is MISSING]
-    setups: dict[Setting, MetaSetup] = {}
-    for group, entry in settings.items():
-        name = re.fullmatch(r"(\w+)_(\d+)way", group)
-        if name is None:
-            raise ValueError(f"settings group {group!r} is not named <dataset>_<ways>way (e.g. omniglot_20way)")
-        missing, unknown = [k for k in required if k not in entry], sorted(set(entry) - set(known))
-        if missing or unknown:
-            raise ValueError(f"settings[{group!r}] lacks {missing} or has unknown {unknown}; its fields are {known}")
-        setup = MetaSetup(**entry)
-        for shots in (1, 5):
-            setups[(name[1], int(name[2]), shots)] = setup
-    return setups
 
 
 def setting_label(key: Setting) -> str:
@@ -76,22 +80,84 @@ def setting_label(key: Setting) -> str:
     return f"{dataset} {ways}w{shots}s"
 
 
-def with_steps(setups: Mapping[Setting, MetaSetup], steps: Mapping[str, int]) -> dict[Setting, MetaSetup]:
+def _groups(settings: Mapping[str, Mapping[str, Any]]) -> dict[tuple[str, int], Mapping[str, Any]]:
+    """A notebook's ``settings`` parameter, ``{"<dataset>_<ways>way": {field: value}}``, checked: every group named
+    so, with the fields :data:`GROUP_FIELDS` and at most :data:`GROUP_OPTIONAL`."""
+    groups = {}
+    for group, entry in settings.items():
+        name = re.fullmatch(r"(\w+)_(\d+)way", group)
+        if name is None:
+            raise ValueError(f"settings group {group!r} is not named <dataset>_<ways>way (e.g. omniglot_20way)")
+        missing = [k for k in GROUP_FIELDS if k not in entry]
+        unknown = sorted(set(entry) - {*GROUP_FIELDS, *GROUP_OPTIONAL})
+        if missing or unknown:
+            raise ValueError(f"settings[{group!r}] lacks {missing} or has unknown {unknown}; its fields are "
+                             f"{list(GROUP_FIELDS)} and optionally {list(GROUP_OPTIONAL)}")
+        groups[(name[1], int(name[2]))] = entry
+    return groups
+
+
+def _plan(settings: S, entry: Mapping[str, Any]) -> Plan[S]:
+    return Plan(entry["steps"], settings, **{k: entry[k] for k in GROUP_OPTIONAL if k in entry})
+
+
+def maml_plans(settings: Mapping[str, Mapping[str, Any]], *, lr: float, cosine: bool, inner: str,
+               meta_step: str) -> dict[Setting, Plan[MetaTraining]]:
+    """The 1- and 5-shot settings of each group of a notebook's ``settings`` parameter (see :func:`_groups`), each
+    with MAML's, FOMAML's or ANIL's settings: Adam's step size β = ``lr`` (``cosine``-annealed), the group's
+    meta-batch ``tasks`` and inner loop (``inner_steps`` steps of ``inner_lr``, adapting ``inner``), the meta-step
+    ``meta_step``, and the test-time rule: the group's ``test_inner_steps`` steps of ``test_inner_lr`` on the same
+    parameters, predicting with the query batch's BatchNorm statistics (Finn et al.'s transductive protocol)."""
+    plans: dict[Setting, Plan[MetaTraining]] = {}
+    for (dataset, ways), g in _groups(settings).items():
+        test = Adaptation(steps=g["test_inner_steps"], lr=g["test_inner_lr"], inner=inner, protocol="transductive")
+        method = MetaTraining(lr=lr, cosine=cosine, tasks=g["tasks"], inner_steps=g["inner_steps"],
+                              inner_lr=g["inner_lr"], inner=inner, meta_step=meta_step, test=test)
+        for shots in (1, 5):
+            plans[(dataset, ways, shots)] = _plan(method, g)
+    return plans
+
+
+def reptile_plans(settings: Mapping[str, Mapping[str, Any]], *, lr: float, inner_batch: Mapping[str, int],
+                  eval_batch: Mapping[str, int]) -> dict[Setting, Plan[ReptileTraining]]:
+    """Reptile's plans, as :func:`maml_plans`: the outer step size ε = ``lr`` (annealed linearly to 0), each group's
+    inner minibatch size ``inner_batch[group]``, and Nichol et al.'s test-time rule: every parameter adapting,
+    ``test_inner_steps`` steps of ``test_inner_lr`` on minibatches of ``eval_batch[setting_label(setting)]`` support
+    examples (``--eval-batch``), each query predicted with the support set's BatchNorm statistics plus its own."""
+    groups = _groups(settings)
+    labels = {setting_label((d, w, k)) for d, w in groups for k in (1, 5)}
+    missing_groups = sorted({setting_group(d, w) for d, w in groups} - set(inner_batch))
+    if sorted(eval_batch) != sorted(labels) or missing_groups:
+        raise ValueError(f"need inner_batch for every group {sorted(setting_group(d, w) for d, w in groups)} and "
+                         f"eval_batch for every setting {sorted(labels)}; got inner_batch {sorted(inner_batch)}, "
+                         f"eval_batch {sorted(eval_batch)}")
+    plans: dict[Setting, Plan[ReptileTraining]] = {}
+    for (dataset, ways), g in groups.items():
+        for shots in (1, 5):
+            test = Adaptation(steps=g["test_inner_steps"], lr=g["test_inner_lr"], inner="all", protocol="nichol",
+                              minibatch=eval_batch[setting_label((dataset, ways, shots))])
+            method = ReptileTraining(lr=lr, tasks=g["tasks"], inner_steps=g["inner_steps"], inner_lr=g["inner_lr"],
+                                     inner_batch=inner_batch[setting_group(dataset, ways)], test=test)
+            plans[(dataset, ways, shots)] = _plan(method, g)
+    return plans
+
+
+def with_steps(plans: Mapping[Setting, Plan[S]], steps: Mapping[str, int]) -> dict[Setting, Plan[S]]:
     """The settings that ``steps`` names (``{"omniglot 5w1s": 1800}``, see :func:`setting_label`) with that many
     meta-steps: a second model of a setting, matched to another method's seconds or meta-steps."""
-    unknown = sorted(set(steps) - {setting_label(k) for k in setups})
+    unknown = sorted(set(steps) - {setting_label(k) for k in plans})
     if unknown:
-        raise ValueError(f"no setting {unknown}; the settings are {[setting_label(k) for k in setups]}")
-    return {k: replace(s, steps=steps[setting_label(k)]) for k, s in setups.items() if setting_label(k) in steps}
+        raise ValueError(f"no setting {unknown}; the settings are {[setting_label(k) for k in plans]}")
+    return {k: replace(p, steps=steps[setting_label(k)]) for k, p in plans.items() if setting_label(k) in steps}
 
 
-def equal_time(setups: Mapping[Setting, MetaSetup], labels: Sequence[str], seconds: Mapping[Setting, float],
-               target_seconds: Mapping[Setting, float]) -> dict[Setting, MetaSetup]:
+def equal_time(plans: Mapping[Setting, Plan[S]], labels: Sequence[str], seconds: Mapping[Setting, float],
+               target_seconds: Mapping[Setting, float]) -> dict[Setting, Plan[S]]:
     """The settings that ``labels`` name (see :func:`setting_label`), with as many meta-steps (at least one) as take
-    ``target_seconds`` (another method's training time) at the pace measured in ``seconds`` for ``setups``:
+    ``target_seconds`` (another method's training time) at the pace measured in ``seconds`` for ``plans``:
     steps x target / seconds, validation checks included. Training seconds are kept to 0.1 s
     (:func:`metalearn.study.experiment.fit`), so a run faster than that counts as 0.1 s."""
-    named = {setting_label(k): k for k in setups}
+    named = {setting_label(k): k for k in plans}
     unknown = sorted(set(labels) - set(named))
     if unknown:
         raise ValueError(f"no setting {unknown}; the settings are {sorted(named)}")
@@ -100,8 +166,8 @@ def equal_time(setups: Mapping[Setting, MetaSetup], labels: Sequence[str], secon
         k = named[label]
         if not (seconds[k] >= 0 and target_seconds[k] >= 0):
             raise ValueError(f"{label}: training times must be seconds >= 0, got {seconds[k]} and {target_seconds[k]}")
-        steps[label] = max(1, round(setups[k].steps * target_seconds[k] / max(seconds[k], 0.1)))
-    return with_steps(setups, steps)
+        steps[label] = max(1, round(plans[k].steps * target_seconds[k] / max(seconds[k], 0.1)))
+    return with_steps(plans, steps)
 
 
 def paired_by_setting(ours: Mapping[Setting, EvalResult], reference: Mapping[Setting, EvalResult],
@@ -115,117 +181,70 @@ def difference_column(differences: Mapping[Setting, PairedDifference], keys: Seq
     return [f"{differences[k].mean:+.2f} ± {differences[k].ci95:.2f}" if k in differences else "–" for k in keys]
 
 
-def backbone(dataset: str, image_shape: tuple[int, int, int]) -> nn.Module:
-    """The gradient-based papers' backbones: on Omniglot Finn et al.'s (and Nichol et al.'s) strided Conv-4 with 64
-    filters; on CIFAR-FS the max-pool Conv-4 with the 32 filters of their miniImageNet network."""
-    if dataset == "omniglot":
-        return StridedConv4(image_shape[0], 64)
-    if dataset == "cifar_fs":
-        return conv4_for(image_shape, hidden=32)
-    raise ValueError(f"no gradient-based backbone for data set {dataset!r}; known: omniglot, cifar_fs")
-
-
-NICHOL_QUERIES = 1  # Nichol et al.'s evaluation: one query per class, each its own forward pass with the support set
-
-
-def protocol_queries(setup: MetaSetup, shots: int, protocol: str) -> int:
-    """Query examples per class of a test or validation episode scored under a BatchNorm ``protocol``: one under
-    ``"nichol"`` (Nichol et al.'s evaluation; each query costs a forward pass of the whole support set), else the
-    setup's ``test_queries`` (K, the shots, if None: Finn et al.'s Omniglot code)."""
-    return NICHOL_QUERIES if protocol == "nichol" else (setup.test_queries or shots)
-
-
 @dataclass(frozen=True)
 class Selection:
-    """Model selection on validation classes: every ``every`` meta-steps, the accuracy after adaptation (the setup's
-    test-time inner loop, BatchNorm ``protocol``) on ``episodes`` fixed episodes of ``val_sets[dataset]`` with the
-    model's ways and training shots and :func:`protocol_queries` per class; the run ends with its best check."""
+    """Model selection on validation classes: every ``every`` meta-steps, the accuracy after adaptation (the plan's
+    test-time rule) on ``episodes`` fixed episodes of ``val_sets[dataset]`` with the model's ways and training shots
+    and :func:`~metalearn.gradient.evaluation.protocol_queries` per class; the run ends with its best check."""
 
     val_sets: Mapping[str, ClassDataset]
     episodes: int
     every: int
-    protocol: str = "transductive"
 
 
-def fit_meta_models(method: str, setups: dict[Setting, MetaSetup], train_sets: dict[str, ClassDataset],
-                    train_fn: Callable[..., TrainResult], settings: Any, context: FitContext,
-                    selection: Selection | None = None,
+def fit_meta_models(method: str, plans: Mapping[Setting, Plan[S]], train_sets: Mapping[str, ClassDataset],
+                    train_fn: Trainer[S], context: FitContext, selection: Selection | None = None,
                     ) -> tuple[dict[Setting, Classifier], pd.DataFrame, dict[Setting, float]]:
-    """Meta-train one classifier (:func:`backbone` + linear head) per setting with ``train_fn`` (the method's entry
-    point, e.g. :func:`~metalearn.gradient.fomaml.train_fomaml`) and ``settings`` (its settings dataclass, e.g.
-    ``MetaTraining(lr=1e-3, cosine=True, inner="no_norms")``), whose meta-batch and inner loop each setting's
-    :class:`MetaSetup` replaces; or one model per group of settings that share a setup with ``train_shots``. With
-    ``selection``, each run keeps its best check on validation classes (adapting what ``settings.inner`` names;
-    every parameter for a trainer without one, Reptile). Return the models, the training curves (with ``dataset``
-    and ``setting`` columns: the training tasks') and the training seconds, by setting. ``context``: see
-    :func:`metalearn.study.experiment.fit`."""
-    inner = getattr(settings, "inner", "all")
-    if inner not in INNER:  # before any work
-        raise ValueError(f"inner must be one of {INNER}, got {inner!r}")
+    """Meta-train one classifier (:func:`~metalearn.gradient.networks.finn_network`) per setting with ``train_fn``
+    (the method's entry point, e.g. :func:`~metalearn.gradient.fomaml.train_fomaml`) and its plan's settings, as
+    they are; or one model per group of settings whose plan trains on ``train_shots``. With ``selection``, each run
+    keeps its best check on validation classes under the plan's test-time rule. Return the models, the training
+    curves (with ``dataset`` and ``setting`` columns: the training tasks') and the training seconds, by setting.
+    ``context``: see :func:`metalearn.study.experiment.fit`."""
+    rules = {k: p.rule for k, p in plans.items()} if selection is not None else {}  # before any work
     trained: dict[Setting, tuple[Classifier, float]] = {}
     models, curves, seconds = {}, [], {}
-    for (dataset, ways, shots), s in setups.items():
-        key = (dataset, ways, s.train_shots or shots)
+    for (dataset, ways, shots), p in plans.items():
+        key = (dataset, ways, p.train_shots or shots)
         if key not in trained:
             data = train_sets[dataset]
             torch.manual_seed(context.seed)
-            model = Classifier(backbone(dataset, tuple(data.images.shape[2:])), ways).to(data.device)
+            model = finn_network(dataset, tuple(data.images.shape[2:]), ways).to(data.device)
             validation = None
             if selection is not None:
+                rule = rules[(dataset, ways, shots)]
                 val_sampler = EpisodeSampler(selection.val_sets[dataset], ways, key[2],
-                                             protocol_queries(s, key[2], selection.protocol))
-                validation = Validation(val_sampler,
-                                        adapted_predictor(inner_steps=s.test_inner_steps, inner_lr=s.inner_lr,
-                                                          names=inner_names(model, inner),
-                                                          protocol=selection.protocol),
-                                        episodes=selection.episodes, every=selection.every)
-            own = replace(settings, tasks=s.tasks, inner_steps=s.inner_steps, inner_lr=s.inner_lr)
+                                             protocol_queries(rule.protocol, key[2], p.test_queries))
+                validation = Validation(val_sampler, adapted_predictor(rule), episodes=selection.episodes,
+                                        every=selection.every)
             curve, sec = fit(f"{method}-{dataset}-{ways}w{key[2]}s", model,
-                             EpisodeSampler(data, ways, key[2], s.train_queries or key[2]), s.steps, train_fn, own,
-                             context, validation)
+                             EpisodeSampler(data, ways, key[2], p.train_queries or key[2]), p.steps, train_fn,
+                             p.settings, context, validation)
             trained[key] = model, sec
             curves.append(curve.assign(dataset=dataset, setting=f"{ways}w{key[2]}s"))
         models[(dataset, ways, shots)], seconds[(dataset, ways, shots)] = trained[key]
     return models, pd.concat(curves), seconds
 
 
-def evaluate_adapted(method: str, models: Mapping[Setting, torch.nn.Module], setups: Mapping[Setting, MetaSetup],
-                     test_sets: Mapping[str, ClassDataset], *, episodes: int, seed: int, inner: str = "no_norms",
+def evaluate_adapted(method: str, models: Mapping[Setting, torch.nn.Module], plans: Mapping[Setting, Plan[Any]],
+                     test_sets: Mapping[str, ClassDataset], *, episodes: int, seed: int,
                      shared_queries: int | None = None, tasks_per_batch: int = 50,
                      ) -> dict[str, dict[Setting, EvalResult]]:
-    """Each model adapted once on the support set of each of ``episodes`` seeded test episodes (its setup's
-    ``test_inner_steps`` SGD steps of the ``inner`` parameters, see :func:`inner_names`), and that one adaptation
-    scored in every row (the protocols share it; the episodes are the shared ones, Q = ``shared_queries`` queries per
-    class, or, without them or where a row needs more queries than Q, episodes of that many):
-
-        ``method``                            Nichol et al.'s non-transductive protocol and evaluation: the first
-                                              query of each class, normalised with the support set plus itself
-        ``f"{method}_transductive"``          the first :func:`protocol_queries` queries per class (the setup's
-                                              ``test_queries``, K if None), normalised with their batch's statistics
-                                              (Finn et al.'s)
-        ``f"{method}_transductive_{Q}q"``     with ``shared_queries``: all Q = ``shared_queries`` queries per class,
-                                              transductive: the study's shared test episodes, which the summary pairs
-                                              with the other chapters' (the same sampler and seed)
-
-    Every method scored with the same setups and seed sees the same episodes."""
-    rows: dict[str, dict[Setting, EvalResult]] = {method: {}, f"{method}_transductive": {}}
-    if shared_queries is not None:
-        rows[f"{method}_transductive_{shared_queries}q"] = {}
+    """Each model adapted once on the support set of each of ``episodes`` seeded test episodes by its plan's
+    test-time rule, and that one adaptation scored in every row (:func:`metalearn.gradient.evaluation.evaluate`):
+    ``method`` (Nichol et al.'s protocol, the first query of each class), ``f"{method}_transductive"`` (the first
+    K, or the plan's ``test_queries``, of each class, transductive) and, with ``shared_queries`` = Q,
+    ``f"{method}_transductive_{Q}q"`` (all Q queries per class of the study's shared test episodes, which the
+    summary pairs with the other chapters'). Every method scored with the same ways, shots, queries and seed sees
+    the same episodes."""
+    suffixes = ["", "_transductive"] + ([f"_transductive_{shared_queries}q"] if shared_queries is not None else [])
+    rows: dict[str, dict[Setting, EvalResult]] = {method + s: {} for s in suffixes}
     for key, model in models.items():
-        (dataset, ways, shots), s = key, setups[key]
-        own = protocol_queries(s, shots, "transductive")
-        passes: dict[int, dict[str, tuple[str, int]]] = {}  # queries per class -> {row: (protocol, queries it scores)}
-        main = shared_queries if shared_queries is not None and own <= shared_queries else own
-        passes.setdefault(main, {})[method] = ("nichol", NICHOL_QUERIES)
-        passes[main][f"{method}_transductive"] = ("transductive", own)
-        if shared_queries is not None:
-            passes.setdefault(shared_queries, {})[f"{method}_transductive_{shared_queries}q"] = ("transductive",
-                                                                                               shared_queries)
-        learner = Adapted(model, inner_steps=s.test_inner_steps, inner_lr=s.inner_lr, names=inner_names(model, inner))
-        for queries, views in passes.items():
-            sampler = EpisodeSampler(test_sets[dataset], ways, shots, queries)
-            for name, per_episode in _scored_views(learner, sampler, views, episodes, seed, tasks_per_batch).items():
-                rows[name][key] = EvalResult(*mean_ci95(per_episode), episodes, per_episode)
+        (dataset, ways, shots), p = key, plans[key]
+        per_row = evaluate(model, p.rule, test_sets[dataset], ways, shots, test_queries=p.test_queries,
+                           shared_queries=shared_queries, episodes=episodes, seed=seed, tasks_per_batch=tasks_per_batch)
+        for suffix, per_episode in per_row.items():
+            rows[method + suffix][key] = EvalResult(*mean_ci95(per_episode), episodes, per_episode)
     return rows
 
 
@@ -235,30 +254,24 @@ def training_seconds(*fitted: tuple[Mapping[Setting, torch.nn.Module], Mapping[S
     return sum({id(m): seconds[k] for models, seconds in fitted for k, m in models.items()}.values())
 
 
-def first_queries(ways: int, queries: int, q: int, device: torch.device | str = "cpu") -> torch.Tensor:
-    """The indices of the first ``q`` queries of each class in an episode of ``queries`` queries per class (the
-    query set is ordered class by class): ``[ways * q]``."""
-    return (torch.arange(ways, device=device)[:, None] * queries + torch.arange(q, device=device)).flatten()
-
-
-def evaluation_speedup(models: Mapping[Setting, torch.nn.Module], setups: Mapping[Setting, MetaSetup],
-                       test_sets: Mapping[str, ClassDataset], *, episodes: int, seed: int, shared_queries: int,
-                       inner: str = "no_norms") -> pd.DataFrame:
+def evaluation_speedup(models: Mapping[Setting, torch.nn.Module], plans: Mapping[Setting, Plan[Any]],
+                       test_sets: Mapping[str, ClassDataset], *, episodes: int, seed: int,
+                       shared_queries: int) -> pd.DataFrame:
     """The evaluation of :func:`evaluate_adapted` timed side by side, in one run, on the same ``episodes`` episodes
     of each setting: the loop it replaces (each row's own adaptation of each episode, one episode at a time: three
     adaptations per episode) against one adaptation per episode scoring every row, task-batched where that is faster
-    (:class:`~metalearn.core.inner_loop.Adapted`). One row per setting: ``loop s``, ``batched s`` and
+    (:class:`~metalearn.gradient.evaluation.Adapted`). One row per setting: ``loop s``, ``batched s`` and
     ``evaluation_speedup`` (loop seconds / batched seconds)."""
     records = []
     for key, model in models.items():
-        (dataset, ways, shots), s = key, setups[key]
-        own = protocol_queries(s, shots, "transductive")
+        (dataset, ways, shots), p = key, plans[key]
+        own = protocol_queries("transductive", shots, p.test_queries)
         queries = max(own, shared_queries)
         sampler = EpisodeSampler(test_sets[dataset], ways, shots, queries)
         ep = sampler.sample(episodes, make_generator(seed, sampler.dataset.device))
         first = {q: first_queries(ways, queries, q, ep.query_x.device) for q in (NICHOL_QUERIES, own, queries)}
         views = [("nichol", first[NICHOL_QUERIES]), ("transductive", first[own]), ("transductive", first[queries])]
-        learner = Adapted(model, inner_steps=s.test_inner_steps, inner_lr=s.inner_lr, names=inner_names(model, inner))
+        learner = Adapted(model, p.rule)
         start = time.perf_counter()
         for view in views:  # the loop: every row adapts every episode again
             learner.views_per_task(ep.support_x, ep.support_y, ep.query_x, [view])
@@ -272,22 +285,6 @@ def evaluation_speedup(models: Mapping[Setting, torch.nn.Module], setups: Mappin
     return pd.DataFrame(records)
 
 
-def _scored_views(learner: Adapted, sampler: EpisodeSampler, views: Mapping[str, tuple[str, int]], episodes: int,
-                  seed: int, tasks_per_batch: int) -> dict[str, np.ndarray]:
-    """Each episode's accuracy (%) in every view ``{row: (protocol, q)}``: the first q queries of each class of
-    ``episodes`` seeded episodes of ``sampler``, scored under the protocol after one adaptation per episode."""
-    dev, ways, queries = sampler.dataset.device, sampler.ways, sampler.queries
-    index = {name: first_queries(ways, queries, q, dev) for name, (_, q) in views.items()}
-    g = make_generator(seed, dev)
-    accs: dict[str, list[torch.Tensor]] = {name: [] for name in views}
-    for lo in range(0, episodes, tasks_per_batch):
-        ep = sampler.sample(min(tasks_per_batch, episodes - lo), g)
-        outs = learner.views(ep.support_x, ep.support_y, ep.query_x, [(p, index[n]) for n, (p, _) in views.items()])
-        for name, out in zip(views, outs, strict=True):
-            accs[name].append((out.argmax(-1) == ep.query_y[:, index[name]]).double().mean(1) * 100)
-    return {name: torch.cat(values).cpu().numpy() for name, values in accs.items()}
-
-
 def result_rows(notebook: str, res: Mapping[str, Mapping[Setting, EvalResult]], seconds: Mapping[Setting, float],
                 **common: object) -> list[dict]:
     """One results row per (method, setting) of :func:`evaluate_adapted`'s results (``common``: the keyword
@@ -295,3 +292,38 @@ def result_rows(notebook: str, res: Mapping[str, Mapping[Setting, EvalResult]], 
     return [row(notebook, method, dataset, ways, shots, "accuracy", r.mean, r.ci95, r.n,
                 train_seconds=seconds[(dataset, ways, shots)], **common)
             for method, by_setting in res.items() for (dataset, ways, shots), r in by_setting.items()]
+
+
+def reptile_inner_lr_search(plans: Mapping[Setting, Plan[ReptileTraining]], train_sets: Mapping[str, ClassDataset],
+                            val_sets: Mapping[str, ClassDataset], candidates: Mapping[str, Sequence[float]],
+                            context: FitContext, *, steps: int, episodes: int,
+                            ) -> tuple[pd.DataFrame, dict[Setting, Plan[ReptileTraining]]]:
+    """Each data set's inner learning rate α chosen on its validation classes: for every rate in
+    ``candidates[dataset]``, a Reptile model of the data set's 5-way 1-shot plan with α as its training and test step
+    size (Nichol et al. use one α for both), ``steps`` meta-steps, named ``grid-lr<rate>``, scored by its test-time
+    rule (Nichol's protocol) on ``episodes`` validation episodes (seed ``context.seed + 1``). Returns the grid
+    (``dataset``, ``inner lr``, ``validation accuracy``) and ``plans`` with each searched data set's best α, for
+    training and test."""
+    def with_lr(p: Plan[ReptileTraining], lr: float) -> Plan[ReptileTraining]:
+        return replace(p, settings=replace(p.settings, inner_lr=lr, test=replace(p.rule, lr=lr)))
+
+    records = []
+    for dataset, rates in candidates.items():
+        for lr in rates:
+            plan = {(dataset, 5, 1): replace(with_lr(plans[(dataset, 5, 1)], lr), steps=steps)}
+            models, _, _ = fit_meta_models(f"grid-lr{lr}", plan, train_sets, train_reptile, context)
+            res = evaluate_adapted("reptile", models, plan, val_sets, episodes=episodes, seed=context.seed + 1)
+            records.append({"dataset": dataset, "inner lr": lr,
+                            "validation accuracy": res["reptile"][(dataset, 5, 1)].mean})
+    grid = pd.DataFrame(records)
+    best = grid.loc[grid.groupby("dataset")["validation accuracy"].idxmax()].set_index("dataset")["inner lr"]
+    return grid, {k: with_lr(p, float(best[k[0]])) if k[0] in best else p for k, p in plans.items()}
+
+
+def plan_table(plans: Mapping[Setting, Plan[Any]]) -> pd.DataFrame:
+    """One row per setting: its budget, task shapes, inner loop and test-time rule, as the notebook set them."""
+    return pd.DataFrame({setting_label(k): {
+        "meta-steps": p.steps, "tasks": p.settings.tasks, "inner steps": p.settings.inner_steps,
+        "inner lr": p.settings.inner_lr, "test steps": p.rule.steps, "test lr": p.rule.lr,
+        "test minibatch": p.rule.minibatch, "protocol": p.rule.protocol, "train shots": p.train_shots,
+        "train queries": p.train_queries, "test queries": p.test_queries} for k, p in plans.items()}).T

@@ -36,7 +36,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from metalearn.core.episodes import ClassDataset, Episode, EpisodeSampler, make_generator
 from metalearn.core.models import Classifier
-from metalearn.core.strided_conv4 import StridedConv4
+from metalearn.gradient.networks import finn_network
 from metalearn.gradient.outer_loop import meta_loss
 from metalearn.gradient.task_batched import batched_meta_loss, parallel_meta_loss
 
@@ -116,11 +116,6 @@ def higher_step(model: nn.Module, inner_steps: int, inner_lr: float) -> Step:
     return step
 
 
-def finn_net(data: ClassDataset, ways: int) -> Classifier:
-    """The benchmarked network: Finn et al.'s Omniglot classifier (strided Conv-4, 64 filters, linear head)."""
-    return Classifier(StridedConv4(data.images.shape[2], 64), ways).to(data.device)
-
-
 IMPLEMENTATIONS = {"lib": lib_step, "lib batched": lambda m, k, a: lib_step(m, k, a, "batched"),
                    "lib parallel": lambda m, k, a: lib_step(m, k, a, "parallel"),
                    "torchmeta": torchmeta_step, "higher": higher_step}
@@ -162,7 +157,7 @@ def check_gradients(data: ClassDataset, inner_steps: int, inner_lr: float = 0.4,
                     queries: int = 5, tasks: int = 2, seed: int = 0) -> dict[str, float]:
     """Max relative difference of each implementation's float64 meta-gradient from the lib's."""
     torch.manual_seed(seed)
-    model = finn_net(data, ways).double()
+    model = finn_network("omniglot", tuple(data.images.shape[2:]), ways).to(data.device).double()
     ep = EpisodeSampler(data, ways, shots, queries).sample(tasks, make_generator(seed, data.device))
     ep = Episode(ep.support_x.double(), ep.support_y, ep.query_x.double(), ep.query_y, ep.classes)
     grads = {name: make(copy.deepcopy(model), inner_steps, inner_lr)(ep) for name, make in IMPLEMENTATIONS.items()}
@@ -187,7 +182,7 @@ def compare(data: ClassDataset, tasks: tuple[int, ...] = (4, 32), inner_steps: t
             raise AssertionError(f"meta-gradients differ from the lib's ({k} inner steps): {bad}")
         for t in tasks:
             torch.manual_seed(seed)
-            model = finn_net(data, ways)
+            model = finn_network("omniglot", tuple(data.images.shape[2:]), ways).to(data.device)
             steps = {name: make(copy.deepcopy(model), k, inner_lr) for name, make in IMPLEMENTATIONS.items()}
             ep = EpisodeSampler(data, ways, shots, queries).sample(t, make_generator(seed, data.device))
             timed = time_interleaved({name: partial(step, ep) for name, step in steps.items()}, rounds, warmup)
@@ -235,7 +230,7 @@ def order_cost(data: ClassDataset, tasks: tuple[int, ...] = (4, 32), inner_steps
     for k in inner_steps:
         for t in tasks:
             torch.manual_seed(seed)
-            model = finn_net(data, ways)
+            model = finn_network("omniglot", tuple(data.images.shape[2:]), ways).to(data.device)
             ep = EpisodeSampler(data, ways, shots, queries).sample(t, make_generator(seed, data.device))
             for first_order in (False, True):
                 _, nbytes = graph_bytes(partial(_meta_loss_value, model, ep, inner_steps=k, inner_lr=inner_lr,

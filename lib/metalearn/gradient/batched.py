@@ -9,7 +9,7 @@ dimension, θ_b [T, ...], and each layer runs once for all T tasks:
     linear      ``bmm`` over [T, N, D] with weights [T, ways, D]
 
 MAML's task-batched meta-step (:mod:`metalearn.gradient.task_batched`) and the batched test-time adaptation of
-:class:`metalearn.core.inner_loop.Adapted` both run on it. Supported layers: Conv2d, BatchNorm2d, ReLU, MaxPool2d,
+:class:`metalearn.gradient.inner_loop.Adapted` both run on it. Supported layers: Conv2d, BatchNorm2d, ReLU, MaxPool2d,
 AdaptiveAvgPool2d(1), Linear (and the flatten before the first Linear), i.e. the Conv-4 classifiers (max-pool or
 strided) and MLPs.
 """
