@@ -1,6 +1,6 @@
 # Entry points (README "Quick start"):
 #   make reports   set up .venv if missing, then `dvc repro` (every stage at study scale)
-#   make test      set up .venv if missing, then ruff + unit tests + nbval on every notebook
+#   make test      set up .venv if missing, then ruff + mypy + unit tests + nbval on every notebook
 #   make test-fast the same without the slow tests (DVC queue, torchrun, browser: pytest -m slow)
 #   make paper     every chapter at the papers' budgets (for a GPU), at most MINUTES of training per call;
 #                  exits with status 75 "not finished" until done: repeat the same call
@@ -14,7 +14,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup reports paper test test-fast lint clean-scratch
+.PHONY: setup reports paper test test-fast lint typecheck clean-scratch
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -36,10 +36,13 @@ paper: setup
 lint: setup
 	ruff check lib tests notebooks
 
-test: setup lint
+typecheck: setup
+	mypy
+
+test: setup lint typecheck
 	pytest --nbval-lax --nbval-kernel-name python3 tests notebooks
 
-test-fast: setup lint
+test-fast: setup lint typecheck
 	pytest -m "not slow" --nbval-lax --nbval-kernel-name python3 tests notebooks
 
 clean-scratch:

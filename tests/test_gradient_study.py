@@ -26,13 +26,12 @@ from metalearn.study.gradient import (
     maml_plans,
     paired_by_setting,
     plan_table,
-    reptile_inner_lr_search,
-    reptile_plans,
     result_rows,
     setting_label,
     training_seconds,
     with_steps,
 )
+from metalearn.study.reptile import reptile_inner_lr_search, reptile_plans
 
 SETTINGS = {"omniglot_5way": dict(steps=1, tasks=2, inner_steps=1, inner_lr=0.4, train_queries=1, test_inner_steps=1,
                                   test_inner_lr=0.4),

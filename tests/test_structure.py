@@ -19,7 +19,8 @@ import ast
 import pytest
 
 from metalearn.core import source
-from metalearn.study.chapters import BORROWS, FAMILIES, SHARED
+from metalearn.study.chapters import BORROWS, SHARED
+from metalearn.study.chapters import METHOD_PACKAGES as FAMILIES
 
 FLOORS = ("core", "datasets")
 # each family's shared modules (what its methods may import besides the floors) and the families that may borrow

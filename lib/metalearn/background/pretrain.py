@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -101,7 +102,7 @@ def centroid_predictor(model: nn.Module) -> PredictFn:
     rule the baseline's checkpoints are selected with on validation episodes."""
 
     def predict(ep: Episode) -> torch.Tensor:
-        fs, fq = embed_episode(model.backbone, ep)
+        fs, fq = embed_episode(cast(nn.Module, model.backbone), ep)
         return nearest_centroid(fs, ep.support_y, fq, ep.classes.shape[1])
 
     return predict

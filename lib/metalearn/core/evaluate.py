@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -141,8 +141,8 @@ class Validation:
             raise ValueError(f"validation needs episodes >= 2 and every >= 1, got {self.episodes}, {self.every}")
 
     def __call__(self, model: nn.Module) -> float:
-        return evaluate(self.predict(model), self.sampler, self.episodes, self.seed, self.tasks_per_batch,
-                        self.chunk).mean
+        result = evaluate(self.predict(model), self.sampler, self.episodes, self.seed, self.tasks_per_batch, self.chunk)
+        return cast(EvalResult, result).mean  # a validation rule predicts labels, not a dict of them
 
     def describe(self) -> dict[str, Any]:
         """What a trained model's key records of its selection: the episodes, their data's digest and the rule."""

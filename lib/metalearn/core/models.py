@@ -7,6 +7,8 @@ Conv-4 (Vinyals et al. 2016; Snell et al. 2017; Finn et al. 2017) is 4 blocks of
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 
@@ -62,7 +64,7 @@ class Classifier(nn.Module):
     def __init__(self, backbone: nn.Module, num_classes: int) -> None:
         super().__init__()
         self.backbone = backbone
-        self.head = nn.Linear(backbone.feature_dim, num_classes)
+        self.head = nn.Linear(cast(int, backbone.feature_dim), num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(x))

@@ -32,7 +32,7 @@ import math
 import re
 from numbers import Integral, Real
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 import pandas as pd
 
@@ -70,6 +70,10 @@ def _int(name: str, value: object) -> int | None:
     return int(value)
 
 
+@overload
+def _float(name: str, value: object, optional: Literal[False]) -> float: ...
+@overload
+def _float(name: str, value: object, optional: bool = True) -> float | None: ...
 def _float(name: str, value: object, optional: bool = True) -> float | None:
     if value is None and optional:
         return None

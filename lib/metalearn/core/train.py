@@ -34,7 +34,8 @@ from tqdm import tqdm
 from metalearn.core.episodes import make_generator
 from metalearn.core.files import atomic_path
 
-StepFn = Callable[[nn.Module, Any], tuple[torch.Tensor, dict[str, float]]]  # (model, batch) -> (loss, metrics)
+M = TypeVar("M", bound=nn.Module)
+StepFn = Callable[[M, Any], tuple[torch.Tensor, dict[str, float]]]  # (model, batch) -> (loss, metrics)
 BatchFn = Callable[[int, torch.Generator], Any]
 
 
@@ -110,6 +111,8 @@ class Trainer(Protocol[S_contra]):
     ``train_maml`` is a ``Trainer[MetaTraining]``, so handing it ``Episodic`` settings is a type error (mypy), not
     a failure at run time."""
 
+    __qualname__: str  # a function: a fit's configuration names its trainer
+
     def __call__(self, model: nn.Module, data: Any, steps: int, settings: S_contra, run: RunOptions, /,
                  ) -> TrainResult: ...
 
@@ -148,7 +151,7 @@ def lr_scheduler(optimizer: torch.optim.Optimizer, steps: int, halve_lr_every: i
     return None
 
 
-def train(model: nn.Module, loss_fn: StepFn, batch_fn: BatchFn, steps: int, optimizer: torch.optim.Optimizer,
+def train(model: M, loss_fn: StepFn[M], batch_fn: BatchFn, steps: int, optimizer: torch.optim.Optimizer,
           run: RunOptions, scheduler: torch.optim.lr_scheduler.LRScheduler | None = None) -> TrainResult:
     """Run ``steps`` optimisation steps of ``loss_fn(model, batch_fn(step, generator))``, driven by ``run``.
 

@@ -37,7 +37,7 @@ import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -287,7 +287,7 @@ def array_digest(arrays: dict[str, np.ndarray]) -> str:
 
 def _save_npz(dest: Path, arrays: dict[str, np.ndarray]) -> str:
     with atomic_path(dest) as tmp, open(tmp, "wb") as f:
-        np.savez(f, **arrays)
+        np.savez(f, **cast(dict[str, Any], arrays))  # cast: mypy matches **arrays to allow_pickle too
     return array_digest(arrays)
 
 
@@ -353,13 +353,13 @@ def _cifar_fs_from_mirror(paths: list[Path]) -> dict[str, tuple[np.ndarray, np.n
     out = {}
     parts = {"train": paths[:2], "val": [paths[2]], "test": [paths[3]]}
     for split, files in parts.items():
-        images, labels = [], []
+        image_parts, label_parts = [], []
         for path in files:
             with np.load(path) as z:
-                images.append(z["images"])
-                labels.append(z["labels"])
+                image_parts.append(z["images"])
+                label_parts.append(z["labels"])
                 class_names = z["class_names"]
-        images, labels = np.concatenate(images), np.concatenate(labels)
+        images, labels = np.concatenate(image_parts), np.concatenate(label_parts)
         _require(hashlib.sha256(images.tobytes()).hexdigest() == _CIFAR_FS_PIXEL_SHA256[split],
                  f"CIFAR-FS {split} pixels differ from the mirror's published pixel hash")
         out[split] = (images, labels, class_names)
@@ -375,6 +375,7 @@ def _cifar_fs_from_official(tar_path: Path, split_names: dict[str, list[str]]) -
         def load(member: str) -> dict:
             f = tf.extractfile(f"cifar-100-python/{member}")
             _require(f is not None, f"cifar-100-python/{member} missing from the tarball")
+            assert f is not None
             return pickle.load(f, encoding="latin1")
 
         meta, train, test = load("meta"), load("train"), load("test")
@@ -430,7 +431,7 @@ def _fsmol_from_official_tar(tar_path: Path, dest: Path) -> None:
             fold = parts[-2]
             if fold not in rows:
                 continue
-            with gzip.open(tf.extractfile(member), "rt") as f:
+            with gzip.open(cast(IO[bytes], tf.extractfile(member)), "rt") as f:  # a file member: not None
                 for line in f:
                     r = json.loads(line)
                     rows[fold].append({"assay_id": r["Assay_ID"], "smiles": r["SMILES"],

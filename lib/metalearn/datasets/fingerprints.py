@@ -39,7 +39,8 @@ MOLECULE_SETS = ("tox21", "sider", "muv", "toxcast", "fsmol_train", "fsmol_valid
 CACHE = "ecfp"
 
 
-def morgan_fingerprints(smiles: Sequence[str], radius: int = RADIUS, bits: int = BITS) -> tuple[np.ndarray, np.ndarray]:
+def morgan_fingerprints(smiles: Sequence[str] | np.ndarray, radius: int = RADIUS,
+                        bits: int = BITS) -> tuple[np.ndarray, np.ndarray]:
     """ECFP bit vectors of ``smiles``: packed bits uint8 ``[n, bits/8]`` (zeros where unparsable) and the mask
     ``parsed`` bool ``[n]``."""
     from rdkit import Chem, RDLogger
@@ -47,7 +48,8 @@ def morgan_fingerprints(smiles: Sequence[str], radius: int = RADIUS, bits: int =
 
     if radius < 0 or bits < 8 or bits % 8:
         raise ValueError(f"need radius >= 0 and a positive multiple of 8 bits, got radius={radius}, bits={bits}")
-    RDLogger.DisableLog("rdApp.*")  # one warning per unparsable SMILES otherwise; they are counted instead
+    # one warning per unparsable SMILES otherwise; they are counted instead (rdkit-stubs miss this re-export of rdBase's)
+    RDLogger.DisableLog("rdApp.*")  # type: ignore[attr-defined]
     generator = rdFingerprintGenerator.GetMorganGenerator(radius=radius, fpSize=bits)
     packed = np.zeros((len(smiles), bits // 8), dtype=np.uint8)
     parsed = np.zeros(len(smiles), dtype=bool)
@@ -64,7 +66,7 @@ def distinct_smiles(table: pd.DataFrame) -> np.ndarray:
     return table["smiles"].drop_duplicates().to_numpy(dtype=object)
 
 
-def smiles_digest(smiles: Sequence[str]) -> str:
+def smiles_digest(smiles: Sequence[str] | np.ndarray) -> str:
     return hashlib.sha256("\n".join(smiles).encode()).hexdigest()
 
 
@@ -94,7 +96,8 @@ def featurise(data_dir: Path | None = None) -> dict:
     return {"radius": RADIUS, "bits": BITS, **{name: featurise_set(name, data_dir) for name in MOLECULE_SETS}}
 
 
-def load_fingerprints(name: str, smiles: Sequence[str], data_dir: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+def load_fingerprints(name: str, smiles: Sequence[str] | np.ndarray,
+                      data_dir: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The cached ``(bits [n, bits/8], parsed [n])`` of ``name``, whose distinct SMILES are ``smiles``
     (:func:`distinct_smiles` of its table), computed first if the cache is missing. A cache made from other SMILES
     is refused with the fix."""

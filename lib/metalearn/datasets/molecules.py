@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -133,7 +134,7 @@ def load_fsmol(fold: str, data_dir: Path | None = None, device: str | torch.devi
 def fsmol_assay_types(fold: str, data_dir: Path | None = None) -> dict[str, str]:
     """Each FS-Mol assay's ChEMBL assay type: B (binding), F (functional), A (ADMET) or T (toxicity)."""
     table = load_molecules(f"fsmol_{fold}", data_dir)
-    return table.groupby("assay_id")["assay_type"].first().to_dict()
+    return cast(dict[str, str], table.groupby("assay_id")["assay_type"].first().to_dict())
 
 
 def load_moleculenet(name: str, split: str, data_dir: Path | None = None,
@@ -219,7 +220,10 @@ class TaskEpisodes:
             support, rest = draw_support(y, self.support, self.protocol, generator)
             rest = rest[torch.randperm(len(rest), generator=generator, device=generator.device)[:self.query]
                         .to(rest.device)]
-            s_mol.append(mol[support]), s_y.append(y[support]), q_mol.append(mol[rest]), q_y.append(y[rest])
+            s_mol.append(mol[support])
+            s_y.append(y[support])
+            q_mol.append(mol[rest])
+            q_y.append(y[rest])
         picks = picks.to(d.label.device)
         return Episode(d.features(torch.stack(s_mol)), torch.stack(s_y), d.features(torch.stack(q_mol)),
                        torch.stack(q_y), torch.stack([picks, picks], 1))

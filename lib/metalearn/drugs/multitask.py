@@ -16,6 +16,7 @@ its own.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -37,7 +38,7 @@ def fingerprint_body(sizes: tuple[int, ...] = (2048, 1024, 512)) -> nn.Sequentia
     for a, b in zip(sizes[:-1], sizes[1:], strict=True):
         layers += [nn.Linear(a, b), nn.ReLU()]
     body = nn.Sequential(*layers)
-    body.feature_dim = sizes[-1]
+    body.feature_dim = sizes[-1]  # type: ignore[assignment]  # torch's stub: setattr of tensors and modules only
     return body
 
 
@@ -47,7 +48,7 @@ class MultitaskNet(nn.Module):
     def __init__(self, body: nn.Module, tasks: int) -> None:
         super().__init__()
         self.body, self.tasks = body, tasks
-        self.head_weight = nn.Parameter(torch.zeros(tasks, body.feature_dim))
+        self.head_weight = nn.Parameter(torch.zeros(tasks, cast(int, body.feature_dim)))
         self.head_bias = nn.Parameter(torch.zeros(tasks))
 
     def forward(self, x: Tensor, task: Tensor) -> Tensor:
@@ -112,9 +113,9 @@ class FineTuned:
         per_draw = vmap(lambda p, x: functional_call(body, p, (x,)))  # copies [D, ...], inputs [D, n, F] -> [D, n, H]
 
         def score(support_x: Tensor, support_y: Tensor, query_x: Tensor) -> Tensor:
-            d, dim = support_x.shape[0], body.feature_dim
+            d, dim = support_x.shape[0], cast(int, body.feature_dim)
             with torch.enable_grad():
-                like = dict(device=support_x.device, dtype=support_x.dtype, requires_grad=True)
+                like: dict[str, Any] = dict(device=support_x.device, dtype=support_x.dtype, requires_grad=True)
                 head = [torch.zeros(d, dim, 1, **like), torch.zeros(d, 1, 1, **like)]
                 params: dict[str, Tensor] = {}
                 if self.layers == "all":

@@ -29,7 +29,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -98,7 +98,8 @@ class PrototypeScorer:
         return "PrototypeScorer()"
 
     def __call__(self, model: nn.Module) -> Scorer:
-        return FrozenBody(model.backbone, lambda sz, sy, qz: _probability_of_active(prototype_logits(sz, sy, qz, 2)))
+        return FrozenBody(cast(nn.Module, model.backbone),
+                          lambda sz, sy, qz: _probability_of_active(prototype_logits(sz, sy, qz, 2)))
 
 
 class NearestNeighbours:
@@ -185,11 +186,12 @@ def evaluate_tasks(scorer: Scorer, data: MoleculeTasks, sizes: tuple[int, ...], 
                      for d in range(draws)]
             support, query = (torch.stack(p) for p in zip(*picks, strict=True))
             if frozen and embedded is None:
-                embedded = torch.cat([scorer.embed(data.features(mol[i:i + embed_chunk]))
+                embedded = torch.cat([cast(FrozenBody, scorer).embed(data.features(mol[i:i + embed_chunk]))
                                       for i in range(0, len(mol), embed_chunk)])
             with torch.enable_grad():  # a scorer may fine-tune on the support set
                 if frozen:
-                    scores = scorer.score(embedded[support], y[support], embedded[query])
+                    assert embedded is not None
+                    scores = cast(FrozenBody, scorer).score(embedded[support], y[support], embedded[query])
                 else:
                     scores = scorer(data.features(mol[support]), y[support], data.features(mol[query]))
             for d, (s, labels) in enumerate(zip(scores.cpu().numpy(), y[query].cpu().numpy(), strict=True)):

@@ -16,6 +16,8 @@ strided) and MLPs.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -50,9 +52,13 @@ def batched_forward(model: nn.Module, params: Params, x: Tensor, update_stats: b
             use_batch = m.training or m.running_mean is None
             mean = var = None
             if m.running_mean is not None and (not use_batch or update_stats):
+                assert m.running_var is not None  # registered with running_mean (track_running_stats)
                 mean, var = m.running_mean.repeat(t), m.running_var.repeat(t)
-            h = F.batch_norm(h, mean, var, p["weight"].flatten(), p["bias"].flatten(), use_batch, m.momentum, m.eps)
+            h = F.batch_norm(h, mean, var, p["weight"].flatten(), p["bias"].flatten(), use_batch,
+                             cast(float, m.momentum), m.eps)  # momentum=None is not supported (TypeError)
             if use_batch and update_stats and mean is not None:
+                assert var is not None and m.running_mean is not None and m.running_var is not None
+                assert m.num_batches_tracked is not None
                 with torch.no_grad():
                     m.running_mean.copy_(mean.view(t, -1).mean(0))
                     m.running_var.copy_(var.view(t, -1).mean(0))

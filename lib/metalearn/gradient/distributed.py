@@ -61,6 +61,7 @@ class GradientAverager:
 
     def _hook(self, name: str) -> Callable[[Tensor], None]:
         def average(p: Tensor) -> None:
+            assert p.grad is not None  # a post-accumulate-grad hook: the gradient is there
             if dist.is_initialized() and dist.get_world_size() > 1:
                 dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
                 p.grad /= dist.get_world_size()

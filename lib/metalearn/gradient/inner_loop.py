@@ -186,7 +186,8 @@ def batch_statistics(model: nn.Module, groups: int = 1) -> Iterator[nn.Module]:
     if groups < 1:
         raise ValueError(f"groups must be >= 1, got {groups}")
 
-    def normalise(m: nn.Module, inputs: tuple[Tensor, ...], _output: Tensor) -> Tensor:
+    def normalise(m: nn.BatchNorm1d | nn.BatchNorm2d | nn.BatchNorm3d, inputs: tuple[Tensor, ...],
+                  _output: Tensor) -> Tensor:
         x = inputs[0]
         if x.shape[0] % groups:
             raise ValueError(f"a batch of {x.shape[0]} does not split into {groups} equal groups")

@@ -60,7 +60,7 @@ def reptile_direction(model: nn.Module, tasks: Tasks, *, inner_steps: int, inner
 def joint_gradient(model: nn.Module, tasks: Tasks, loss_fn: LossFn = F.cross_entropy) -> Params:
     """∇_θ (1/n) Σ_τ L_τ(θ) on all of each task's examples (support and query): the direction of joint (multi-task)
     training, which the k = 1 Reptile direction equals up to the factor −α."""
-    theta = dict(model.named_parameters())
+    theta: Params = dict(model.named_parameters())
     loss = torch.stack([loss_fn(torch.func.functional_call(model, theta, (torch.cat([sx, qx]),)), torch.cat([sy, qy]))
                         for sx, sy, qx, qy in zip(tasks.support_x, tasks.support_y, tasks.query_x, tasks.query_y,
                                                   strict=True)]).mean()
@@ -104,6 +104,7 @@ def train_reptile(model: nn.Module, sampler: TaskSampler, steps: int, settings: 
         raise ValueError(f"outer must be 'sgd' or 'adam', got {s.outer!r}")
     loss_fn = F.mse_loss if s.regression else F.cross_entropy
     opt = (torch.optim.SGD if s.outer == "sgd" else torch.optim.Adam)(model.parameters(), lr=s.lr)
+    sched: torch.optim.lr_scheduler.LRScheduler | None
     if s.anneal:
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 1 - t / max(steps, 1))
     else:

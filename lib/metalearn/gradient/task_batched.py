@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 from concurrent.futures import ThreadPoolExecutor
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -60,7 +61,7 @@ def parallel_meta_loss(model: nn.Module, tasks: Tasks, *, inner_steps: int, inne
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     t = len(tasks.support_x)
-    theta = dict(model.named_parameters())
+    theta: Params = dict(model.named_parameters())
     chunks = [c.tolist() for c in torch.arange(t).tensor_split(min(workers, t))]
 
     def run(indices: list[int]) -> tuple[Tensor, list[Tensor | None], Tensor, Params]:
@@ -90,9 +91,9 @@ def parallel_meta_loss(model: nn.Module, tasks: Tasks, *, inner_steps: int, inne
                 b.copy_(torch.stack([r[3][n] for r in results]).mean(0))
             else:
                 b.copy_(max(r[3][n] for r in results))
-    loss = sum(r[0] for r in results)
+    loss = cast(Tensor, sum(r[0] for r in results))  # at least one chunk
     for j, p in enumerate(theta.values()):
-        g = [r[1][j] for r in results if r[1][j] is not None]
+        g = [gj for r in results if (gj := r[1][j]) is not None]
         if g:
             loss = loss + ((p - p.detach()) * sum(g)).sum()  # value unchanged; gradient = the meta-gradient
     return loss, torch.cat([r[2] for r in results])
@@ -102,7 +103,7 @@ def body_and_head(model: nn.Module) -> tuple[nn.Module, nn.Linear]:
     """The network split into the body and its last linear layer: ``model.backbone`` / ``model.head`` (a
     :class:`~metalearn.core.models.Classifier`) or ``model[:-1]`` / ``model[-1]`` (an ``nn.Sequential``)."""
     if hasattr(model, "backbone") and isinstance(getattr(model, "head", None), nn.Linear):
-        return model.backbone, model.head
+        return cast(nn.Module, model.backbone), cast(nn.Linear, model.head)
     if isinstance(model, nn.Sequential) and isinstance(model[-1], nn.Linear):
         return model[:-1], model[-1]
     raise ValueError(f"{type(model).__name__} is neither a Classifier (backbone + linear head) nor an nn.Sequential "
@@ -122,7 +123,7 @@ def anil_meta_loss(model: nn.Module, tasks: Tasks, *, inner_steps: int, inner_lr
         raise ValueError(f"ANIL's step adapts only the head {head_params}, got names={names}; "
                          "use metalearn.gradient.outer_loop.meta_loss to adapt other parameters")
     body, head = body_and_head(model)
-    w = dict(head.named_parameters())
+    w: Params = dict(head.named_parameters())
     losses, outputs = [], []
     for sx, sy, qx, qy in zip(tasks.support_x, tasks.support_y, tasks.query_x, tasks.query_y, strict=True):
         support, query = body(sx), body(qx)  # once per task: the body does not adapt

@@ -24,6 +24,7 @@ neighbour over examples vs nearest class mean).
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -79,9 +80,9 @@ class MatchingNet(nn.Module):
         if cosine_scale is not None and cosine_scale <= 0:
             raise ValueError(f"cosine_scale must be positive or None, got {cosine_scale}")
         self.backbone, self.distance = backbone, distance
-        self.fce = FullContextEmbedding(backbone.feature_dim, read_steps) if fce else None
+        self.fce = FullContextEmbedding(cast(int, backbone.feature_dim), read_steps) if fce else None
         learn_scale = distance == "cosine" and cosine_scale is not None
-        self.log_scale = nn.Parameter(torch.tensor(math.log(cosine_scale))) if learn_scale else None
+        self.log_scale = nn.Parameter(torch.tensor(math.log(cast(float, cosine_scale)))) if learn_scale else None
 
     def attention(self, support: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
         """a(x_hat, x_i): ``[tasks, n_query, n_support]``, each row sums to 1."""

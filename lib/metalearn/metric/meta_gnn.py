@@ -13,6 +13,8 @@ and every layer learns its own adjacency from the current node features and mixe
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -62,7 +64,7 @@ class FCEmbedding(nn.Module):
     def __init__(self, backbone: nn.Module, dim: int) -> None:
         super().__init__()
         self.backbone, self.feature_dim = backbone, dim
-        self.fc = nn.Linear(backbone.feature_dim, dim, bias=False)
+        self.fc = nn.Linear(cast(int, backbone.feature_dim), dim, bias=False)
         self.norm = nn.BatchNorm1d(dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -76,7 +78,7 @@ class MetaGNN(nn.Module):
     def __init__(self, backbone: nn.Module, ways: int, hidden: int = 96, layers: int = 2) -> None:
         super().__init__()
         self.backbone, self.ways = backbone, ways
-        dim = backbone.feature_dim + ways
+        dim = cast(int, backbone.feature_dim) + ways
         self.layers = nn.ModuleList()
         for _ in range(layers):
             self.layers.append(GraphConv(dim, hidden // 2, hidden))

@@ -11,6 +11,7 @@ assigned the class whose support images it is most similar to (similarity averag
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +28,7 @@ class SiameseNet(nn.Module):
     def __init__(self, backbone: nn.Module) -> None:
         super().__init__()
         self.backbone = backbone
-        self.head = nn.Linear(backbone.feature_dim, 1)
+        self.head = nn.Linear(cast(int, backbone.feature_dim), 1)
 
     def pair_logits(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """Same/different logits for embedding pairs ``[..., D], [..., D] -> [...]``."""

@@ -25,6 +25,7 @@ a learned MLP g (zero at initialisation), so training starts from ProtoNet and t
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -107,10 +108,10 @@ class TaskHyperNet(nn.Module):
     def __init__(self, backbone: nn.Module, hidden: int | None = None) -> None:
         super().__init__()
         self.backbone = backbone
-        d = backbone.feature_dim
+        d = cast(int, backbone.feature_dim)
         self.correction = mlp([d, hidden or d, d + 1])  # g_phi = [g_w, g_b]
-        nn.init.zeros_(self.correction[-1].weight)  # g = 0 at the start: exactly ProtoNet
-        nn.init.zeros_(self.correction[-1].bias)
+        nn.init.zeros_(cast(nn.Linear, self.correction[-1]).weight)  # g = 0 at the start: exactly ProtoNet
+        nn.init.zeros_(cast(nn.Linear, self.correction[-1]).bias)
 
     def classifier(self, support: Tensor, support_y: Tensor, ways: int) -> tuple[Tensor, Tensor]:
         """The generated weights ``[T, W, D]`` and biases ``[T, W]`` from support embeddings ``[T, W*K, D]``."""

@@ -26,7 +26,7 @@ softmax); u's key layer Q h + Q* h (linear). u's classifier for loss_emb has slo
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -228,7 +228,7 @@ class MetaNetwork(nn.Module):
 class ClippedAdam(torch.optim.Adam):
     """Adam on gradients whose global norm is first clipped to ``max_norm`` (the authors' code: 10)."""
 
-    def __init__(self, params: Sequence[nn.Parameter], lr: float, max_norm: float) -> None:
+    def __init__(self, params: Iterable[nn.Parameter], lr: float, max_norm: float) -> None:
         params = list(params)
         super().__init__(params, lr=lr)
         self.max_norm = max_norm

@@ -25,7 +25,7 @@ def _episodes_per_second(next_batch: Callable[[], object], tasks: int, batches: 
     return tasks * batches / (time.perf_counter() - t0)
 
 
-def sampler_throughput(train: ClassDataset, torchmeta_root: Path | None, ways: int = 5, shots: int = 1,
+def sampler_throughput(train: ClassDataset, torchmeta_root: Path, ways: int = 5, shots: int = 1,
                        queries: int = 15, tasks: int = 32, lib_batches: int = 200,
                        torchmeta_batches: int = 20, seed: int = 0) -> dict[str, float]:
     """Episodes per second of ``lib_sampler`` and ``torchmeta_loader`` (same episode shapes)."""

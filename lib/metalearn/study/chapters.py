@@ -105,7 +105,7 @@ def lib_modules(stage: str) -> list[str]:
     return source.closure(notebook_imports(chapter(stage).path) | {"study.pipeline"})
 
 
-FAMILIES = ("background", "metric", "model_based", "gradient", "drugs")
+METHOD_PACKAGES = ("background", "metric", "model_based", "gradient", "drugs")  # the sub-packages of the families
 # each family's shared modules: what its methods may import besides core and datasets (the rest of a family are its
 # methods, one per slide); tests/test_structure.py enforces it
 SHARED = {"metric": {"metric.episodic"},
@@ -117,7 +117,7 @@ BORROWS = {"drugs": {"gradient"}}  # drugs scores the gradient family's meta-ini
 def method_modules() -> set[str]:
     """The modules of the method families (not their shared modules): what :attr:`Chapter.methods` names."""
     shared = set().union(*SHARED.values())
-    return {m for m in source.modules() if m.split(".")[0] in FAMILIES and "." in m and m not in shared}
+    return {m for m in source.modules() if m.split(".")[0] in METHOD_PACKAGES and "." in m and m not in shared}
 
 
 def dvc_deps(stage: str) -> list[str]:

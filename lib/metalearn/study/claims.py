@@ -17,7 +17,7 @@ paper's.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -170,7 +170,7 @@ def label(setting: tuple) -> str:
     return f"{dataset} {ways}w{shots}s"
 
 
-def _is(column: pd.Series, value: object) -> pd.Series:
+def _is(column: pd.Series, value: str | int | None) -> pd.Series:
     """column == value, with <NA> read as False (value None: the column is empty)."""
     return column.isna() if value is None else column.eq(value).fillna(False).astype(bool)
 
@@ -191,7 +191,7 @@ class Results:
                     (seed, queries, data), g.sort_values("episode").accuracy.to_numpy())
 
     def row(self, notebook: str, method: str, dataset: str, ways: int | None, shots: int | None,
-            metric: str = "accuracy", scale: str = "study", **qualifiers: object) -> pd.Series | None:
+            metric: str = "accuracy", scale: str = "study", **qualifiers: str | int | None) -> pd.Series | None:
         """The one row of ``method`` from ``notebook`` in a setting with exactly the given qualifiers, or None."""
         t = self.table
         t = t[(t.notebook == notebook) & (t.method == method) & (t.dataset == dataset) & (t.metric == metric)
@@ -242,8 +242,8 @@ def _best_of_family(r: Results, family: str, setting: tuple) -> pd.Series | None
     for method in FAMILY_OF[family]:
         row = r.gradient_row(method, setting) if family == "gradient-based" else None
         rows.append(row if row is not None else r.row(home(method), method, *setting))
-    rows = [x for x in rows if x is not None]
-    return max(rows, key=lambda x: x.value) if rows else None
+    found = [x for x in rows if x is not None]
+    return max(found, key=lambda x: x.value) if found else None
 
 
 def _family_vs_baseline(family: str):
@@ -356,7 +356,7 @@ def _fsmol_sizes(r: Results) -> list[tuple[None, int]]:
     return [(None, int(k)) for k in sorted(shots)]
 
 
-CLAIMS: list[tuple[Claim, object]] = [
+CLAIMS: list[tuple[Claim, Callable[[Results], list[Evidence]]]] = [
     *[(Claim("00", f"{family.capitalize()} meta-learning beats pre-training + fine-tuning", f"best {family}",
              "pre-train + fine-tune", "beats", "best main row of the family vs pretrain_finetune, six settings", STUDY),
        _family_vs_baseline(family)) for family in FAMILY_OF],

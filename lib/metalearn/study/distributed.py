@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import cast
 
 import torch
 import torch.distributed as dist
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
         images, names = LOADERS[args.dataset](args.split)
         data = ClassDataset.from_numpy(images, names, name=f"{args.dataset}/{args.split}", device=device)
         torch.manual_seed(args.seed)  # the same initial weights in every process
-        model = finn_network(args.dataset, tuple(data.images.shape[2:]), args.ways, args.hidden)
+        model = finn_network(args.dataset, cast(tuple[int, int, int], tuple(data.images.shape[2:])), args.ways, args.hidden)
         model = model.to(device=device, dtype=DTYPES[args.dtype])
         sampler = ShardSampler(EpisodeSampler(data, args.ways, args.shots, args.queries), rank, world,
                                DTYPES[args.dtype])

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, is_dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import pandas as pd
 from torch import nn
@@ -22,7 +22,10 @@ from metalearn.core.train import RunOptions, Trainer
 from metalearn.datasets.task_shift import as_cifar_format, as_omniglot_format
 from metalearn.metric.episodic import predictor
 
-S = TypeVar("S")  # a trainer's settings dataclass
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+S = TypeVar("S", bound="DataclassInstance")  # a trainer's settings dataclass
 Data = EpisodeSampler | ClassDataset  # what a fit trains on: episodes, or a class dataset (pre-training, pairs)
 
 
@@ -123,7 +126,7 @@ def fit_refit(name: str, make_model: Callable[[Data], nn.Module], data: Data, re
     together, and ``T``. Both runs are :func:`fit` with ``train_fn``, ``settings`` and ``context``."""
     curve_sel, sec_sel = fit(f"{name}-selection", make_model(data), data, steps, train_fn, settings, context,
                              validation)
-    chosen = int(curve_sel.loc[curve_sel["val_accuracy"].idxmax(), "step"])  # the first best, as in train()
+    chosen = int(curve_sel.loc[cast(Any, curve_sel["val_accuracy"].idxmax()), "step"])  # the first best, as in train()
     model = make_model(refit_data)
     curve, sec = fit(name, model, refit_data, chosen, train_fn, settings, context)
     return model, pd.concat([curve_sel, curve], ignore_index=True), round(sec_sel + sec, 1), chosen
@@ -145,8 +148,9 @@ class Evaluator:
         key = (id(model), dataset, ways, shots, id(test_data), transductive)
         if key not in self._cache:
             sampler = EpisodeSampler(test_data or self.test_sets[dataset], ways, shots, self.queries)
-            self._cache[key] = evaluate(predictor(model, transductive), sampler, episodes=self.episodes[dataset],
-                                        seed=self.seed, chunk=self.chunk)
+            result = evaluate(predictor(model, transductive), sampler, episodes=self.episodes[dataset], seed=self.seed,
+                              chunk=self.chunk)
+            self._cache[key] = cast(EvalResult, result)  # predictor predicts labels, not a dict of them
         return self._cache[key]
 
     def against(self, result: EvalResult, episodes_file: str | Path, method: str, dataset: str, ways: int,

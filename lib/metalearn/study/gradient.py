@@ -15,7 +15,7 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar, cast
 
 import pandas as pd
 import torch
@@ -36,11 +36,31 @@ from metalearn.gradient.evaluation import (
 from metalearn.gradient.inner_loop import Adaptation
 from metalearn.gradient.networks import finn_network
 from metalearn.gradient.outer_loop import MetaTraining
-from metalearn.gradient.reptile import ReptileTraining, train_reptile
 from metalearn.study.experiment import FitContext, fit
 
 Setting = tuple[str, int, int]  # (dataset, ways, shots)
-S = TypeVar("S", MetaTraining, ReptileTraining)
+
+
+class MethodSettings(Protocol):
+    """What a plan reads of a gradient-based method's settings dataclass (``MetaTraining``, ``ReptileTraining``):
+    its meta-batch, its inner loop and its test-time rule."""
+
+    __dataclass_fields__: ClassVar[dict[str, Any]]
+
+    @property
+    def tasks(self) -> int: ...
+
+    @property
+    def inner_steps(self) -> int: ...
+
+    @property
+    def inner_lr(self) -> float: ...
+
+    @property
+    def test(self) -> Adaptation | None: ...
+
+
+S = TypeVar("S", bound=MethodSettings)
 
 
 @dataclass(frozen=True)
@@ -80,7 +100,7 @@ def setting_label(key: Setting) -> str:
     return f"{dataset} {ways}w{shots}s"
 
 
-def _groups(settings: Mapping[str, Mapping[str, Any]]) -> dict[tuple[str, int], Mapping[str, Any]]:
+def groups(settings: Mapping[str, Mapping[str, Any]]) -> dict[tuple[str, int], Mapping[str, Any]]:
     """A notebook's ``settings`` parameter, ``{"<dataset>_<ways>way": {field: value}}``, checked: every group named
     so, with the fields :data:`GROUP_FIELDS` and at most :data:`GROUP_OPTIONAL`."""
     groups = {}
@@ -97,48 +117,25 @@ def _groups(settings: Mapping[str, Mapping[str, Any]]) -> dict[tuple[str, int], 
     return groups
 
 
-def _plan(settings: S, entry: Mapping[str, Any]) -> Plan[S]:
+def plan(settings: S, entry: Mapping[str, Any]) -> Plan[S]:
+    """One setting's plan: ``settings`` and a group's budget and task shapes (``steps`` and :data:`GROUP_OPTIONAL`)."""
     return Plan(entry["steps"], settings, **{k: entry[k] for k in GROUP_OPTIONAL if k in entry})
 
 
 def maml_plans(settings: Mapping[str, Mapping[str, Any]], *, lr: float, cosine: bool, inner: str,
                meta_step: str) -> dict[Setting, Plan[MetaTraining]]:
-    """The 1- and 5-shot settings of each group of a notebook's ``settings`` parameter (see :func:`_groups`), each
+    """The 1- and 5-shot settings of each group of a notebook's ``settings`` parameter (see :func:`groups`), each
     with MAML's, FOMAML's or ANIL's settings: Adam's step size β = ``lr`` (``cosine``-annealed), the group's
     meta-batch ``tasks`` and inner loop (``inner_steps`` steps of ``inner_lr``, adapting ``inner``), the meta-step
     ``meta_step``, and the test-time rule: the group's ``test_inner_steps`` steps of ``test_inner_lr`` on the same
     parameters, predicting with the query batch's BatchNorm statistics (Finn et al.'s transductive protocol)."""
     plans: dict[Setting, Plan[MetaTraining]] = {}
-    for (dataset, ways), g in _groups(settings).items():
+    for (dataset, ways), g in groups(settings).items():
         test = Adaptation(steps=g["test_inner_steps"], lr=g["test_inner_lr"], inner=inner, protocol="transductive")
         method = MetaTraining(lr=lr, cosine=cosine, tasks=g["tasks"], inner_steps=g["inner_steps"],
                               inner_lr=g["inner_lr"], inner=inner, meta_step=meta_step, test=test)
         for shots in (1, 5):
-            plans[(dataset, ways, shots)] = _plan(method, g)
-    return plans
-
-
-def reptile_plans(settings: Mapping[str, Mapping[str, Any]], *, lr: float, inner_batch: Mapping[str, int],
-                  eval_batch: Mapping[str, int]) -> dict[Setting, Plan[ReptileTraining]]:
-    """Reptile's plans, as :func:`maml_plans`: the outer step size ε = ``lr`` (annealed linearly to 0), each group's
-    inner minibatch size ``inner_batch[group]``, and Nichol et al.'s test-time rule: every parameter adapting,
-    ``test_inner_steps`` steps of ``test_inner_lr`` on minibatches of ``eval_batch[setting_label(setting)]`` support
-    examples (``--eval-batch``), each query predicted with the support set's BatchNorm statistics plus its own."""
-    groups = _groups(settings)
-    labels = {setting_label((d, w, k)) for d, w in groups for k in (1, 5)}
-    missing_groups = sorted({setting_group(d, w) for d, w in groups} - set(inner_batch))
-    if sorted(eval_batch) != sorted(labels) or missing_groups:
-        raise ValueError(f"need inner_batch for every group {sorted(setting_group(d, w) for d, w in groups)} and "
-                         f"eval_batch for every setting {sorted(labels)}; got inner_batch {sorted(inner_batch)}, "
-                         f"eval_batch {sorted(eval_batch)}")
-    plans: dict[Setting, Plan[ReptileTraining]] = {}
-    for (dataset, ways), g in groups.items():
-        for shots in (1, 5):
-            test = Adaptation(steps=g["test_inner_steps"], lr=g["test_inner_lr"], inner="all", protocol="nichol",
-                              minibatch=eval_batch[setting_label((dataset, ways, shots))])
-            method = ReptileTraining(lr=lr, tasks=g["tasks"], inner_steps=g["inner_steps"], inner_lr=g["inner_lr"],
-                                     inner_batch=inner_batch[setting_group(dataset, ways)], test=test)
-            plans[(dataset, ways, shots)] = _plan(method, g)
+            plans[(dataset, ways, shots)] = plan(method, g)
     return plans
 
 
@@ -209,7 +206,7 @@ def fit_meta_models(method: str, plans: Mapping[Setting, Plan[S]], train_sets: M
         if key not in trained:
             data = train_sets[dataset]
             torch.manual_seed(context.seed)
-            model = finn_network(dataset, tuple(data.images.shape[2:]), ways).to(data.device)
+            model = finn_network(dataset, cast(tuple[int, int, int], tuple(data.images.shape[2:])), ways).to(data.device)
             validation = None
             if selection is not None:
                 rule = rules[(dataset, ways, shots)]
@@ -286,38 +283,12 @@ def evaluation_speedup(models: Mapping[Setting, torch.nn.Module], plans: Mapping
 
 
 def result_rows(notebook: str, res: Mapping[str, Mapping[Setting, EvalResult]], seconds: Mapping[Setting, float],
-                **common: object) -> list[dict]:
+                **common: Any) -> list[dict]:
     """One results row per (method, setting) of :func:`evaluate_adapted`'s results (``common``: the keyword
     arguments of :func:`metalearn.core.results.row` that all of them share, e.g. scale, device, seed)."""
     return [row(notebook, method, dataset, ways, shots, "accuracy", r.mean, r.ci95, r.n,
                 train_seconds=seconds[(dataset, ways, shots)], **common)
             for method, by_setting in res.items() for (dataset, ways, shots), r in by_setting.items()]
-
-
-def reptile_inner_lr_search(plans: Mapping[Setting, Plan[ReptileTraining]], train_sets: Mapping[str, ClassDataset],
-                            val_sets: Mapping[str, ClassDataset], candidates: Mapping[str, Sequence[float]],
-                            context: FitContext, *, steps: int, episodes: int,
-                            ) -> tuple[pd.DataFrame, dict[Setting, Plan[ReptileTraining]]]:
-    """Each data set's inner learning rate α chosen on its validation classes: for every rate in
-    ``candidates[dataset]``, a Reptile model of the data set's 5-way 1-shot plan with α as its training and test step
-    size (Nichol et al. use one α for both), ``steps`` meta-steps, named ``grid-lr<rate>``, scored by its test-time
-    rule (Nichol's protocol) on ``episodes`` validation episodes (seed ``context.seed + 1``). Returns the grid
-    (``dataset``, ``inner lr``, ``validation accuracy``) and ``plans`` with each searched data set's best α, for
-    training and test."""
-    def with_lr(p: Plan[ReptileTraining], lr: float) -> Plan[ReptileTraining]:
-        return replace(p, settings=replace(p.settings, inner_lr=lr, test=replace(p.rule, lr=lr)))
-
-    records = []
-    for dataset, rates in candidates.items():
-        for lr in rates:
-            plan = {(dataset, 5, 1): replace(with_lr(plans[(dataset, 5, 1)], lr), steps=steps)}
-            models, _, _ = fit_meta_models(f"grid-lr{lr}", plan, train_sets, train_reptile, context)
-            res = evaluate_adapted("reptile", models, plan, val_sets, episodes=episodes, seed=context.seed + 1)
-            records.append({"dataset": dataset, "inner lr": lr,
-                            "validation accuracy": res["reptile"][(dataset, 5, 1)].mean})
-    grid = pd.DataFrame(records)
-    best = grid.loc[grid.groupby("dataset")["validation accuracy"].idxmax()].set_index("dataset")["inner lr"]
-    return grid, {k: with_lr(p, float(best[k[0]])) if k[0] in best else p for k, p in plans.items()}
 
 
 def plan_table(plans: Mapping[Setting, Plan[Any]]) -> pd.DataFrame:

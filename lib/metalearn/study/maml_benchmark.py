@@ -27,6 +27,7 @@ import statistics
 import time
 from collections.abc import Callable
 from functools import partial
+from typing import Any, cast
 
 import pandas as pd
 import torch
@@ -54,7 +55,7 @@ def lib_step(model: nn.Module, inner_steps: int, inner_lr: float, variant: str =
         model.zero_grad(set_to_none=True)
         loss_fn(model, ep, inner_steps=inner_steps, inner_lr=inner_lr, first_order=first_order,
                 names=names)[0].backward()
-        return {n: p.grad for n, p in model.named_parameters()}
+        return {n: cast(torch.Tensor, p.grad) for n, p in model.named_parameters()}
 
     return step
 
@@ -83,14 +84,14 @@ def torchmeta_step(model: Classifier, inner_steps: int, inner_lr: float) -> Step
 
     def step(ep: Episode) -> dict[str, torch.Tensor]:
         net.zero_grad(set_to_none=True)
-        total = 0.0
+        total: torch.Tensor | float = 0.0
         for sx, sy, qx, qy in zip(ep.support_x, ep.support_y, ep.query_x, ep.query_y, strict=True):
             params = None
             for _ in range(inner_steps):
                 loss = F.cross_entropy(net(sx, params=params), sy)
                 params = gradient_update_parameters(net, loss, params=params, step_size=inner_lr, first_order=False)
             total = total + F.cross_entropy(net(qx, params=params), qy)
-        (total / len(ep.support_x)).backward()
+        (cast(torch.Tensor, total) / len(ep.support_x)).backward()  # a tensor: an episode has tasks
         return dict(zip((n for n, _ in model.named_parameters()), (p.grad for p in net.parameters()), strict=True))
 
     return step
@@ -111,14 +112,15 @@ def higher_step(model: nn.Module, inner_steps: int, inner_lr: float) -> Step:
                 for _ in range(inner_steps):
                     diffopt.step(F.cross_entropy(fnet(sx), sy))
                 (F.cross_entropy(fnet(qx), qy) / tasks).backward()
-        return {n: p.grad for n, p in net.named_parameters()}
+        return {n: cast(torch.Tensor, p.grad) for n, p in net.named_parameters()}
 
     return step
 
 
-IMPLEMENTATIONS = {"lib": lib_step, "lib batched": lambda m, k, a: lib_step(m, k, a, "batched"),
-                   "lib parallel": lambda m, k, a: lib_step(m, k, a, "parallel"),
-                   "torchmeta": torchmeta_step, "higher": higher_step}
+IMPLEMENTATIONS: dict[str, Callable[[Classifier, int, float], Step]] = {
+    "lib": lib_step, "lib batched": lambda m, k, a: lib_step(m, k, a, "batched"),
+    "lib parallel": lambda m, k, a: lib_step(m, k, a, "parallel"),
+    "torchmeta": torchmeta_step, "higher": higher_step}
 
 
 def time_interleaved(steps: dict[str, Callable[[], object]], rounds: int = 5, warmup: int = 1,
@@ -157,7 +159,7 @@ def check_gradients(data: ClassDataset, inner_steps: int, inner_lr: float = 0.4,
                     queries: int = 5, tasks: int = 2, seed: int = 0) -> dict[str, float]:
     """Max relative difference of each implementation's float64 meta-gradient from the lib's."""
     torch.manual_seed(seed)
-    model = finn_network("omniglot", tuple(data.images.shape[2:]), ways).to(data.device).double()
+    model = finn_network("omniglot", cast(tuple[int, int, int], tuple(data.images.shape[2:])), ways).to(data.device).double()
     ep = EpisodeSampler(data, ways, shots, queries).sample(tasks, make_generator(seed, data.device))
     ep = Episode(ep.support_x.double(), ep.support_y, ep.query_x.double(), ep.query_y, ep.classes)
     grads = {name: make(copy.deepcopy(model), inner_steps, inner_lr)(ep) for name, make in IMPLEMENTATIONS.items()}
@@ -182,7 +184,7 @@ def compare(data: ClassDataset, tasks: tuple[int, ...] = (4, 32), inner_steps: t
             raise AssertionError(f"meta-gradients differ from the lib's ({k} inner steps): {bad}")
         for t in tasks:
             torch.manual_seed(seed)
-            model = finn_network("omniglot", tuple(data.images.shape[2:]), ways).to(data.device)
+            model = finn_network("omniglot", cast(tuple[int, int, int], tuple(data.images.shape[2:])), ways).to(data.device)
             steps = {name: make(copy.deepcopy(model), k, inner_lr) for name, make in IMPLEMENTATIONS.items()}
             ep = EpisodeSampler(data, ways, shots, queries).sample(t, make_generator(seed, data.device))
             timed = time_interleaved({name: partial(step, ep) for name, step in steps.items()}, rounds, warmup)
@@ -214,7 +216,7 @@ def graph_bytes(loss_fn: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, int]
     return loss, sum(storages.values())
 
 
-def _meta_loss_value(model: nn.Module, tasks: Episode, **kwargs: object) -> torch.Tensor:
+def _meta_loss_value(model: nn.Module, tasks: Episode, **kwargs: Any) -> torch.Tensor:
     return meta_loss(model, tasks, **kwargs)[0]
 
 
@@ -226,11 +228,11 @@ def order_cost(data: ClassDataset, tasks: tuple[int, ...] = (4, 32), inner_steps
     steps); on CUDA also the peak allocated memory (MB)."""
     if rounds < 1 or warmup < 0:
         raise ValueError(f"need rounds >= 1 and warmup >= 0, got {rounds}, {warmup}")
-    rows = []
+    rows: list[dict[str, Any]] = []
     for k in inner_steps:
         for t in tasks:
             torch.manual_seed(seed)
-            model = finn_network("omniglot", tuple(data.images.shape[2:]), ways).to(data.device)
+            model = finn_network("omniglot", cast(tuple[int, int, int], tuple(data.images.shape[2:])), ways).to(data.device)
             ep = EpisodeSampler(data, ways, shots, queries).sample(t, make_generator(seed, data.device))
             for first_order in (False, True):
                 _, nbytes = graph_bytes(partial(_meta_loss_value, model, ep, inner_steps=k, inner_lr=inner_lr,

@@ -203,7 +203,8 @@ def lookup(method: str, dataset: str, ways: int | None, shots: int | None, metri
     return found[0] if found else None
 
 
-def references(notebook: str, method: str, metric: str = "accuracy") -> dict[Setting, PaperNumber]:
+def references(notebook: str, method: str,
+               metric: str = "accuracy") -> dict[tuple[str, int | None, int | None], PaperNumber]:
     """A chapter's published numbers for one method id, by setting (``{("omniglot", 5, 1): PaperNumber, ...}``): what
     a chapter sets beside its rows, read from here rather than typed into the notebook. ``ValueError`` if there are
     none (a mistyped notebook or method)."""
