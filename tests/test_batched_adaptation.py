@@ -86,6 +86,9 @@ def test_float32_predictions_agree_with_the_loop() -> None:
 def test_which_networks_and_tasks_run_batched() -> None:
     assert supports(_net("strided")) and not supports(nn.Sequential(nn.LSTM(2, 2)))
     learner = Adapted(_net("maxpool"), Adaptation(steps=1, lr=0.4, inner="all", protocol="nichol"))
-    assert learner.use_batched(torch.zeros(1, 5, 1, 28, 28)) and not learner.use_batched(torch.zeros(1, 100, 1, 28, 28))
+    assert learner.path(torch.zeros(1, 5, 1, 28, 28)) == "lean"  # a CPU: the lean engine, at any support size
+    assert Adapted(nn.Sequential(nn.Linear(2, 2), nn.Dropout()), Adaptation(steps=1, lr=0.4, inner="all",
+                                                                            protocol="nichol")).path(
+        torch.zeros(1, 5, 2)) == "loop"  # a layer the functional paths do not run
     with pytest.raises(ValueError, match="does not support"):
         batched_forward(nn.Sequential(nn.Conv2d(1, 1, 3), nn.Dropout()), {}, torch.zeros(1, 1, 1, 4, 4))

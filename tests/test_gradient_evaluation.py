@@ -144,3 +144,18 @@ def test_one_network_definition_with_the_papers_filters() -> None:
     assert cifar.backbone.blocks[0][0].out_channels == 32 and cifar.head.in_features == 32 * 2 * 2
     with pytest.raises(ValueError, match="no gradient-based network for data set 'mini'"):
         finn_network("mini", (3, 84, 84), 5)
+
+
+def test_the_engine_benchmark_compares_side_by_side(omniglot_test) -> None:
+    """The benchmark (``python -m metalearn.study.adaptation_benchmark``) at a tiny size: every engine timed in the
+    same rounds, the lean ones checked against the lib's loop in float64, the FLOP efficiency against the reference
+    convolution of the same run. Its speed is not asserted: a timed test on a shared machine would flake."""
+    from metalearn.study.adaptation_benchmark import compare
+
+    table = compare({"omniglot": omniglot_test}, (("omniglot", 5, 1),), {("omniglot", 5, 1): 2}, rounds=1, warmup=0,
+                    steps=1, queries=2)
+    assert {"lib", "task-batched", "lean loop"} <= set(table.engine)
+    lean = table[table.engine.str.startswith("lean")]
+    assert (lean["float64 max |diff|"] < 1e-10).all()
+    assert (table["speed-up"] > 0).all() and (table["FLOP efficiency"] > 0).all()
+    assert table.loc[table.engine == "lib", "speed-up"].item() == 1.0

@@ -9,8 +9,9 @@ queries and whichever queries are scored: it runs once per episode, and every ro
     Finn et al.'s       the first K (or the rule's ``test_queries``) queries of each class, statistics of their batch
     the shared row      all Q queries of each class of the study's shared test episodes, transductive
 
-:class:`Adapted` adapts many episodes at once: in task-batched passes (:mod:`metalearn.gradient.batched`) where that
-is faster, else one episode at a time.
+:class:`Adapted` adapts many episodes at once, by the fastest path measured: task-batched passes on a GPU
+(:mod:`metalearn.gradient.batched`), the lean functional engine in worker processes on a CPU
+(:mod:`metalearn.gradient.lean`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from torch import Tensor, nn
 
 from metalearn.core.episodes import ClassDataset, Episode, EpisodeSampler, make_generator
 from metalearn.core.evaluate import PredictFn
+from metalearn.gradient import lean
 from metalearn.gradient.batched import batched_forward, supports
 from metalearn.gradient.inner_loop import (
     BN_PROTOCOLS,
@@ -40,7 +42,6 @@ from metalearn.gradient.inner_loop import (
 )
 
 View = tuple[str, "Tensor | slice"]  # (BatchNorm protocol, index of the queries it scores)
-BATCHED_CPU_SUPPORT = 25  # support images per task up to which a CPU adapts tasks in task-batched passes
 NICHOL_QUERIES = 1  # Nichol et al.'s evaluation: one query per class, each its own forward pass with the support set
 
 
@@ -50,14 +51,22 @@ class Adapted(nn.Module):
     ``[T, m, ...]`` of the adapted network under ``rule.protocol`` (or any protocol, :meth:`views`). Calling it
     never modifies the network.
 
-    Tasks are adapted ``chunk`` at a time in one task-batched pass per layer (:mod:`metalearn.gradient.batched`: each
-    task with its own weights θ'_t) where the network's layers allow it and it is the faster way, else one task at a
-    time; both give the same outputs (``tests/test_batched_adaptation.py`` checks them in float64). On a GPU the
-    batched pass always wins. On a CPU a grouped convolution is slower than a loop of small ones once a task has more
-    than :data:`BATCHED_CPU_SUPPORT` support images (measured on 2 cores: Omniglot 5w1s 1.9x faster batched, 5w5s
-    1.6x, 20w1s 1.5x; CIFAR-FS 5w5s 0.84x, Omniglot 20w5s 0.76x), so larger tasks run one at a time there. Nichol et
-    al.'s minibatches (``rule.minibatch``) always run one task at a time, each drawing its order from torch's global
-    generator in task order.
+    :meth:`views` takes the fastest of three paths that compute the same outputs (``tests/test_gradient_evaluation.py``
+    and ``tests/test_batched_adaptation.py`` check them against the one-episode loop in float64), :meth:`path` says
+    which:
+
+        "batched"   on a GPU: ``chunk`` tasks at a time in one task-batched pass per layer
+                    (:mod:`metalearn.gradient.batched`, each task with its own weights θ'_t; full-batch rules)
+        "lean"      on a CPU: :mod:`metalearn.gradient.lean`, one task at a time through plain functional layers
+                    (BatchNorm by ``F.batch_norm`` on batch statistics, channels-last convolutions), in single-thread
+                    worker processes, one per core, where :func:`metalearn.gradient.lean.plan` says they pay
+        "loop"      any other network: :meth:`views_per_task`, one task at a time through ``functional_call``
+
+    Measured side by side on a 2-core CPU (``python -m metalearn.study.adaptation_benchmark``), the lean path with
+    two workers ran 4.0x, 2.2x and 3.6x the one-episode loop on Omniglot 5w1s, Omniglot 20w5s and CIFAR-FS 5w5s, at
+    43-57% of the rate of one large convolution; a grouped-convolution pass was slower there than the lean loop
+    (1.02x, 0.93x, 0.53x), so a CPU does not batch tasks. Nichol et al.'s minibatches (``rule.minibatch``) draw one
+    order per task, in task order, from torch's global generator on every path but "batched", which they skip.
     """
 
     def __init__(self, model: nn.Module, rule: Adaptation, *, loss_fn: LossFn = F.cross_entropy,
@@ -67,11 +76,14 @@ class Adapted(nn.Module):
         if chunk < 1:
             raise ValueError(f"chunk must be >= 1 task, got {chunk}")
         self.model, self.rule, self.loss_fn, self.chunk = model, rule, loss_fn, chunk
-        self.batched = supports(model) and rule.minibatch is None
+        self.functional = supports(model)  # every layer one that the batched and lean paths run
+        self.batched = self.functional and rule.minibatch is None
 
-    def use_batched(self, support_x: Tensor) -> bool:
-        """Whether :meth:`views` adapts these tasks in task-batched passes (see the class docstring)."""
-        return self.batched and (support_x.device.type == "cuda" or support_x.shape[1] <= BATCHED_CPU_SUPPORT)
+    def path(self, support_x: Tensor) -> str:
+        """The path :meth:`views` takes for these tasks: "batched", "lean" or "loop" (see the class docstring)."""
+        if self.batched and support_x.device.type == "cuda":
+            return "batched"
+        return "lean" if self.functional and support_x.device.type == "cpu" else "loop"
 
     def forward(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, ways: int | None = None) -> Tensor:
         """``support_x [T, n, ...]``, ``support_y [T, n]``, ``query_x [T, m, ...]`` -> outputs ``[T, m, ...]``
@@ -88,9 +100,17 @@ class Adapted(nn.Module):
         first query of each class and the transductive one on all of them, from the same adapted weights)."""
         if any(p not in BN_PROTOCOLS for p, _ in views):
             raise ValueError(f"unknown BatchNorm protocol in {[p for p, _ in views]}; choose from {BN_PROTOCOLS}")
-        if self.use_batched(support_x):
+        path = self.path(support_x)
+        if path == "batched":
             return self.views_batched(support_x, support_y, query_x, views)
-        return self.views_per_task(support_x, support_y, query_x, views)
+        if path == "loop":
+            return self.views_per_task(support_x, support_y, query_x, views)
+        support_x, query_x = support_x.detach(), query_x.detach()  # inputs, not weights: no gradient crosses
+        if lean.plan(support_x.shape[0], support_x.device) == "workers":
+            with lean.Workers() as workers:
+                return lean.adapted_views(self.model, self.rule, support_x, support_y, query_x, views,
+                                          loss_fn=self.loss_fn, workers=workers)
+        return lean.adapted_views(self.model, self.rule, support_x, support_y, query_x, views, loss_fn=self.loss_fn)
 
     def views_batched(self, support_x: Tensor, support_y: Tensor, query_x: Tensor,
                       views: Sequence[View]) -> list[Tensor]:
@@ -105,7 +125,8 @@ class Adapted(nn.Module):
 
     def views_per_task(self, support_x: Tensor, support_y: Tensor, query_x: Tensor,
                        views: Sequence[View]) -> list[Tensor]:
-        """:meth:`views` one task at a time (any network; the reference the batched pass is tested against)."""
+        """:meth:`views` one task at a time through ``functional_call`` (any network; the reference the faster paths
+        are tested against)."""
         model, rule = self.model, self.rule
         outputs: list[list[Tensor]] = [[] for _ in views]
         for sx, sy, qx in zip(support_x, support_y, query_x, strict=True):

@@ -110,7 +110,7 @@ METHOD_PACKAGES = ("background", "metric", "model_based", "gradient", "drugs")  
 # methods, one per slide); tests/test_structure.py enforces it
 SHARED = {"metric": {"metric.episodic"},
           "gradient": {"gradient.inner_loop", "gradient.batched", "gradient.evaluation", "gradient.networks",
-                       "gradient.outer_loop", "gradient.task_batched", "gradient.distributed"}}
+                       "gradient.outer_loop", "gradient.task_batched", "gradient.distributed", "gradient.lean"}}
 BORROWS = {"drugs": {"gradient"}}  # drugs scores the gradient family's meta-initialisations with its shared modules
 
 
