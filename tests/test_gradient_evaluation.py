@@ -10,6 +10,7 @@ import torch
 
 from metalearn.core.episodes import Episode, EpisodeSampler, make_generator
 from metalearn.core.models import Classifier, conv4_for, mlp
+from metalearn.gradient import lean
 from metalearn.gradient.evaluation import Adapted, adapted_predictor, evaluate, first_queries
 from metalearn.gradient.inner_loop import Adaptation, adapt, batch_statistics, inner_names, query_outputs
 from metalearn.gradient.networks import StridedConv4, finn_network
@@ -27,7 +28,7 @@ def replaced_loop(model: torch.nn.Module, rule: Adaptation, support_x: torch.Ten
                   query_x: torch.Tensor, views: list) -> list[torch.Tensor]:
     """The evaluation the one evaluator replaced, restated: each episode adapted on its own (full batch: ``adapt`` of
     the rule's parameters; Nichol's minibatches: θ plus Reptile's direction on a task made of the support set, as
-    ``reptile_eval.adapt_support`` did), then each view's queries under its BatchNorm protocol."""
+    chapter 11's own evaluation did), then each view's queries under its BatchNorm protocol."""
     names = inner_names(model, rule.inner) or [n for n, _ in model.named_parameters()]
     outputs: list[list[torch.Tensor]] = [[] for _ in views]
     for sx, sy, qx in zip(support_x, support_y, query_x, strict=True):
@@ -70,13 +71,21 @@ def test_adapted_computes_what_the_replaced_loop_computed_in_float64(kind: str, 
     views = [("nichol", first_queries(5, 3, 1)), ("transductive", first_queries(5, 3, 2)),
              ("transductive", slice(None))]
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    torch.manual_seed(7)
-    ours = Adapted(model, r).views(sx, sy, qx, views)
+    learner = Adapted(model, r)
+    assert learner.path(sx) == "lean"
     torch.manual_seed(7)
     ref = replaced_loop(model, r, sx, sy, qx, views)
-    for a, b in zip(ours, ref, strict=True):
-        assert a.shape == b.shape and torch.allclose(a, b, rtol=1e-10, atol=1e-10), (a - b).abs().max()
+    paths = {"views (lean, in workers)": learner.views, "views_per_task": learner.views_per_task,
+             "lean in this process": lambda *a: lean.adapted_views(model, r, *a)}
+    if r.minibatch is None:
+        paths["views_batched (a GPU's path)"] = learner.views_batched
+    for name, run in paths.items():
+        torch.manual_seed(7)
+        ours = run(sx, sy, qx, views)
+        for a, b in zip(ours, ref, strict=True):
+            assert a.shape == b.shape and torch.allclose(a, b, rtol=1e-10, atol=1e-10), (name, (a - b).abs().max())
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the network is not modified
+    assert not any(p.is_shared() for p in model.parameters())  # nor moved to shared memory by the workers
     if rule == "reptile":  # another order of minibatches: another adaptation (the seed is really used)
         torch.manual_seed(8)
         other = Adapted(model, r).views(sx, sy, qx, views[2:])[0]
@@ -122,7 +131,17 @@ def test_evaluate_reads_every_row_from_one_seeded_pass(omniglot_test) -> None:
     assert np.array_equal(rows["_transductive"], torch.cat(transductive).numpy())
     shared = evaluate(model, rule, omniglot_test, 5, 5, test_queries=None, shared_queries=6, episodes=2, seed=3)
     assert set(shared) == {"", "_transductive", "_transductive_6q"}
-    assert all(abs(a * 30 / 100 - round(a * 30 / 100)) < 1e-9 for a in shared["_transductive_6q"])  # 5 x 6 queries
+    # the rows read one pass over episodes of 6 queries per class: 1, 5 and 6 of them scored
+    ep6 = EpisodeSampler(omniglot_test, 5, 5, 6).sample(2, make_generator(3))
+    torch.manual_seed(3)
+    views = [("nichol", first_queries(5, 6, 1)), ("transductive", first_queries(5, 6, 5)), ("transductive", slice(None))]
+    out = replaced_loop(model, rule, ep6.support_x, ep6.support_y, ep6.query_x, views)
+    for suffix, o, (_, index) in zip(("", "_transductive", "_transductive_6q"), out, views, strict=True):
+        expected = (o.argmax(-1) == ep6.query_y[:, index]).double().mean(1) * 100
+        assert np.array_equal(shared[suffix], expected.numpy()), suffix
+    assert out[0].shape[1] == 5 and out[1].shape[1] == 25 and out[2].shape[1] == 30
+    with pytest.raises(ValueError, match="episodes >= 2"):
+        evaluate(model, rule, omniglot_test, 5, 5, test_queries=None, shared_queries=None, episodes=1, seed=3)
 
 
 def test_the_validation_predictor_is_named_by_its_rule_and_repeatable(omniglot_test) -> None:
@@ -135,6 +154,25 @@ def test_the_validation_predictor_is_named_by_its_rule_and_repeatable(omniglot_t
     first = a(model)(ep)
     torch.manual_seed(123)  # the run's random state does not change a check
     assert torch.equal(first, a(model)(ep))
+
+
+def test_the_paths_are_chosen_by_device_network_and_rule() -> None:
+    conv, mlp_net = _net("strided"), mlp([6, 8, 3]).double()
+    full, mini = RULES["maml"], RULES["reptile"]
+    cpu = torch.zeros(3, 10, 1, 28, 28)
+    assert Adapted(conv, full).path(cpu) == Adapted(conv, mini).path(cpu) == "lean"
+    assert lean.plan(conv, 3, "cpu") == "workers" and lean.plan(conv, 1, "cpu") == "loop"
+    assert lean.plan(mlp_net, 3, "cpu") == "loop"  # not measured without convolutions: this process
+    assert lean.plan(conv, 3, "cuda") == "loop"
+    assert lean.can_send(torch.nn.functional.cross_entropy) and not lean.can_send(lambda out, y: out.sum())
+    with pytest.raises(ValueError, match="loss function that pickles"), lean.Workers(1) as workers:
+        lean.adapted_views(conv, full, *_tasks()[:2], _tasks()[2], [("transductive", slice(None))],
+                           loss_fn=lambda out, y: out.sum(), workers=workers)
+    reflect = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3, padding_mode="reflect"), torch.nn.Flatten(),
+                                  torch.nn.Linear(2 * 26 * 26, 5))
+    with pytest.raises(ValueError, match="does not support"):  # an option the functional layers would ignore
+        lean.LeanNet(reflect)
+    assert Adapted(reflect, RULES["anil"]).path(cpu) == "loop"
 
 
 def test_one_network_definition_with_the_papers_filters() -> None:

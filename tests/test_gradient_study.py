@@ -136,10 +136,11 @@ def test_reptile_models_per_group_and_the_inner_lr_search(omniglot_train, omnigl
     """Each group of settings trains with its own inner minibatch; the search scores every candidate on the
     validation classes and gives each searched data set's plans the best rate, for training and test alike."""
     setups = reptile_plans({"omniglot_5way": SETTINGS["omniglot_5way"],
-                            "omniglot_20way": SETTINGS["omniglot_20way"] | {"tasks": 1}}, lr=1.0,
+                            "omniglot_20way": SETTINGS["omniglot_20way"] | {"tasks": 1, "test_inner_lr": 0.1}}, lr=1.0,
                            inner_batch={"omniglot_5way": 3, "omniglot_20way": 4},
                            eval_batch={"omniglot 5w1s": 5, "omniglot 5w5s": 5, "omniglot 20w1s": 10,
                                        "omniglot 20w5s": 10})
+    assert setups[("omniglot", 5, 5)].settings.inner_batch == 3 and setups[("omniglot", 20, 1)].settings.inner_batch == 4
     models, curves, seconds = fit_meta_models("reptile", setups, {"omniglot": omniglot_train}, train_reptile, CTX)
     assert list(models) == list(setups) and models[("omniglot", 20, 1)] is models[("omniglot", 20, 5)]
     assert list(curves.setting.unique()) == ["5w1s", "5w5s", "20w1s"] and set(seconds) == set(setups)
@@ -150,6 +151,10 @@ def test_reptile_models_per_group_and_the_inner_lr_search(omniglot_train, omnigl
     assert {p.settings.inner_lr for p in chosen.values()} == {best} == {p.rule.lr for p in chosen.values()}
     assert all(replace(chosen[k].settings, inner_lr=0.0, test=None) == replace(setups[k].settings, inner_lr=0.0,
                                                                              test=None) for k in setups)
+    untied = {k: replace(p, settings=replace(p.settings, test=replace(p.rule, lr=0.01))) for k, p in setups.items()}
+    with pytest.raises(ValueError, match="set test_inner_lr apart from inner_lr"):  # before any training
+        reptile_inner_lr_search(untied, {"omniglot": omniglot_train}, {"omniglot": omniglot_test},
+                                {"omniglot": [0.05]}, CTX, steps=1, episodes=2)
 
 
 def test_papers_backbone_inner_loop_and_selection_on_validation_classes(omniglot_train, omniglot_test) -> None:

@@ -39,6 +39,14 @@ def methods() -> list[str]:
 def test_every_module_sits_on_a_floor_or_in_a_family():
     assert {family(m) for m in MODULES} == {*FLOORS, *FAMILIES, "study"}
     assert all(m in source.modules() for shared in SHARED.values() for m in shared)
+    # a shared module is no slide's method: none is what a chapter trains or scores, nor named after a slide
+    from metalearn.study.chapters import CHAPTERS
+
+    trained = {m for c in CHAPTERS for m in c.methods}
+    shared = set().union(*SHARED.values())
+    assert not shared & trained, sorted(shared & trained)
+    slides = {"maml", "fomaml", "reptile", "anil", "protonet", "siamese", "relation_net", "matching_net", "meta_gnn"}
+    assert not {m.split(".")[1] for m in shared} & slides
 
 
 def test_no_import_circle():

@@ -9,9 +9,9 @@ dimension, θ_b [T, ...], and each layer runs once for all T tasks:
     linear      ``bmm`` over [T, N, D] with weights [T, ways, D]
 
 MAML's task-batched meta-step (:mod:`metalearn.gradient.task_batched`) and the batched test-time adaptation of
-:class:`metalearn.gradient.inner_loop.Adapted` both run on it. Supported layers: Conv2d, BatchNorm2d, ReLU, MaxPool2d,
+:class:`metalearn.gradient.evaluation.Adapted` both run on it. Supported layers: Conv2d, BatchNorm2d, ReLU, MaxPool2d,
 AdaptiveAvgPool2d(1), Linear (and the flatten before the first Linear), i.e. the Conv-4 classifiers (max-pool or
-strided) and MLPs.
+strided) and MLPs; convolutions ungrouped with zero padding, BatchNorm with γ and β.
 """
 
 from __future__ import annotations
@@ -31,7 +31,11 @@ def layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """The model's leaf layers in order, checked to be supported (``ValueError`` naming the first that is not)."""
     leaves = [(n, m) for n, m in model.named_modules() if not list(m.children())]
     for name, m in leaves:
-        if not isinstance(m, _SUPPORTED) or (isinstance(m, nn.AdaptiveAvgPool2d) and m.output_size not in (1, (1, 1))):
+        unsupported = (not isinstance(m, _SUPPORTED)
+                       or (isinstance(m, nn.AdaptiveAvgPool2d) and m.output_size not in (1, (1, 1)))
+                       or (isinstance(m, nn.Conv2d) and (m.groups != 1 or m.padding_mode != "zeros"))
+                       or (isinstance(m, nn.BatchNorm2d) and not m.affine))
+        if unsupported:
             raise ValueError(f"the task-batched forward does not support {m} ({name}); run this model one task "
                              "at a time (e.g. metalearn.gradient.outer_loop.meta_loss)")
     return leaves

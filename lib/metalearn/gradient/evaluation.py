@@ -16,7 +16,7 @@ queries and whichever queries are scored: it runs once per episode, and every ro
 
 from __future__ import annotations
 
-import hashlib
+import itertools
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
@@ -40,9 +40,10 @@ from metalearn.gradient.inner_loop import (
     inner_names,
     query_outputs,
 )
+from metalearn.gradient.lean import View
 
-View = tuple[str, "Tensor | slice"]  # (BatchNorm protocol, index of the queries it scores)
 NICHOL_QUERIES = 1  # Nichol et al.'s evaluation: one query per class, each its own forward pass with the support set
+TASKS_PER_BATCH = 50  # test episodes drawn (and adapted) per batch: which episodes a seed draws depends on it
 
 
 class Adapted(nn.Module):
@@ -62,11 +63,10 @@ class Adapted(nn.Module):
                     worker processes, one per core, where :func:`metalearn.gradient.lean.plan` says they pay
         "loop"      any other network: :meth:`views_per_task`, one task at a time through ``functional_call``
 
-    Measured side by side on a 2-core CPU (``python -m metalearn.study.adaptation_benchmark``), the lean path with
-    two workers ran 4.0x, 2.2x and 3.6x the one-episode loop on Omniglot 5w1s, Omniglot 20w5s and CIFAR-FS 5w5s, at
-    43-57% of the rate of one large convolution; a grouped-convolution pass was slower there than the lean loop
-    (1.02x, 0.93x, 0.53x), so a CPU does not batch tasks. Nichol et al.'s minibatches (``rule.minibatch``) draw one
-    order per task, in task order, from torch's global generator on every path but "batched", which they skip.
+    On a 2-core CPU the lean path is 2-4x faster than the one-episode loop, and a grouped-convolution pass is not
+    faster than the lean one (the measurements: :mod:`metalearn.gradient.lean`), so a CPU does not batch tasks.
+    Nichol et al.'s minibatches (``rule.minibatch``) draw one order per task, in task order, from torch's global
+    generator on every path but "batched", which they skip (so a GPU adapts them one task at a time, "loop").
     """
 
     def __init__(self, model: nn.Module, rule: Adaptation, *, loss_fn: LossFn = F.cross_entropy,
@@ -106,7 +106,7 @@ class Adapted(nn.Module):
         if path == "loop":
             return self.views_per_task(support_x, support_y, query_x, views)
         support_x, query_x = support_x.detach(), query_x.detach()  # inputs, not weights: no gradient crosses
-        if lean.plan(support_x.shape[0], support_x.device) == "workers":
+        if lean.plan(self.model, support_x.shape[0], support_x.device) == "workers" and lean.can_send(self.loss_fn):
             with lean.Workers() as workers:
                 return lean.adapted_views(self.model, self.rule, support_x, support_y, query_x, views,
                                           loss_fn=self.loss_fn, workers=workers)
@@ -191,19 +191,18 @@ def adapted_predictor(rule: Adaptation) -> Callable[[nn.Module], PredictFn]:
     model's key changes with it."""
 
     def predict(model: nn.Module) -> PredictFn:
-        learner = Adapted(model, rule)
+        learner, calls = Adapted(model, rule), itertools.count()
 
         def classes(ep: Episode) -> Tensor:
             if rule.minibatch is None:
                 return learner(ep.support_x, ep.support_y, ep.query_x).argmax(-1)
             with torch.random.fork_rng(devices=[ep.support_x.device] if ep.support_x.is_cuda else []):
-                torch.manual_seed(0)  # the minibatch orders: the same at every check
+                torch.manual_seed(next(calls))  # the i-th batch of a check's episodes: the same orders at every check
                 return learner(ep.support_x, ep.support_y, ep.query_x).argmax(-1)
 
         return classes
 
-    adapted = hashlib.sha256(repr(rule).encode()).hexdigest()[:12]
-    predict.__qualname__ = f"adapted_predictor({rule!r}, {adapted})"
+    predict.__qualname__ = f"adapted_predictor({rule!r})"
     return predict
 
 
@@ -221,13 +220,14 @@ def first_queries(ways: int, queries: int, q: int, device: torch.device | str = 
 
 
 def score_views(learner: Adapted, sampler: EpisodeSampler, views: Mapping[str, tuple[str, int]], *, episodes: int,
-                seed: int, tasks_per_batch: int = 50) -> dict[str, np.ndarray]:
+                seed: int, tasks_per_batch: int = TASKS_PER_BATCH) -> dict[str, np.ndarray]:
     """Each episode's accuracy (%) in every view ``{row: (protocol, q)}``: the first q queries of each class of
     ``episodes`` seeded episodes of ``sampler``, scored under the protocol after one adaptation per episode. The
     episodes come from ``make_generator(seed)``; Nichol's minibatch orders from torch's global generator seeded with
     ``seed`` (inside, so the caller's generator state is unchanged), episode by episode."""
-    if episodes < 1 or tasks_per_batch < 1:
-        raise ValueError(f"need episodes >= 1 and tasks_per_batch >= 1, got {episodes} and {tasks_per_batch}")
+    if episodes < 2 or tasks_per_batch < 1:
+        raise ValueError(f"need episodes >= 2 (an interval) and tasks_per_batch >= 1, got {episodes} and "
+                         f"{tasks_per_batch}")
     dev, ways, queries = sampler.dataset.device, sampler.ways, sampler.queries
     if any(q > queries for _, q in views.values()):
         raise ValueError(f"views {dict(views)} score more queries per class than the episodes' {queries}")
@@ -247,7 +247,7 @@ def score_views(learner: Adapted, sampler: EpisodeSampler, views: Mapping[str, t
 
 def evaluate(model: nn.Module, rule: Adaptation, test_set: ClassDataset, ways: int, shots: int, *,
              test_queries: int | None, shared_queries: int | None, episodes: int, seed: int,
-             tasks_per_batch: int = 50) -> dict[str, np.ndarray]:
+             tasks_per_batch: int = TASKS_PER_BATCH) -> dict[str, np.ndarray]:
     """Every row of one model in one setting, from one adaptation per episode under ``rule``: each episode's
     accuracy (%) by row suffix,
 

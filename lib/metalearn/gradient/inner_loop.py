@@ -162,12 +162,17 @@ def adapt_minibatches(model: nn.Module, params: Params, x: Tensor, y: Tensor, *,
     if batch >= len(x):
         return adapt(model, params, x, y, steps=steps, inner_lr=inner_lr, first_order=True, names=names,
                      loss_fn=loss_fn)
-    order = torch.randperm(len(x), device=x.device).repeat(-(-steps * batch // len(x)))
-    for i in range(steps):
-        b = order[i * batch:(i + 1) * batch]
+    for b in minibatches(torch.randperm(len(x), device=x.device), steps, batch):
         params = adapt(model, params, x[b], y[b], steps=1, inner_lr=inner_lr, first_order=True, names=names,
                        loss_fn=loss_fn)
     return params
+
+
+def minibatches(order: Tensor, steps: int, batch: int) -> list[Tensor]:
+    """The example indices of ``steps`` minibatches of ``batch``: step i takes ``order[i·b:(i+1)·b]`` of ``order``
+    (a permutation of a task's n examples) cycled ⌈k·b / n⌉ times."""
+    cycled = order.repeat(-(-steps * batch // len(order)))
+    return [cycled[i * batch:(i + 1) * batch] for i in range(steps)]
 
 
 def query_metrics(outputs: Tensor, query_y: Tensor) -> dict[str, float]:

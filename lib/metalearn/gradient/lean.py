@@ -45,6 +45,8 @@ which :func:`batch_norm` keeps).
 
 from __future__ import annotations
 
+import pickle
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -54,7 +56,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from metalearn.gradient.batched import layers
-from metalearn.gradient.inner_loop import BN_PROTOCOLS, Adaptation, LossFn, Params, check_inner_loop, inner_names
+from metalearn.gradient.inner_loop import (
+    BN_PROTOCOLS,
+    Adaptation,
+    LossFn,
+    Params,
+    check_inner_loop,
+    inner_names,
+    minibatches,
+)
 
 View = tuple[str, "Tensor | slice"]  # (BatchNorm protocol, index of the queries it scores)
 Op = tuple  # one layer, see LeanNet: ("conv", prefix, stride, padding, dilation), ("norm", prefix, eps), ...
@@ -142,8 +152,7 @@ def adapt(net: LeanNet, params: Params, names: Sequence[str], x: Tensor, y: Tens
     if minibatch is not None and minibatch < len(x):
         if order is None or minibatch < 1:
             raise ValueError(f"minibatch steps need minibatch >= 1 and an index order, got {minibatch} and {order}")
-        order = order.repeat(-(-steps * minibatch // len(order)))  # ⌈k·b / n⌉ passes over the task
-        batches = [order[i * minibatch:(i + 1) * minibatch] for i in range(steps)]
+        batches = list(minibatches(order, steps, minibatch))
     for batch in batches:
         xb, yb = (x, y) if batch is None else (x[batch], y[batch])
         live = [params[n].requires_grad_() for n in names]
@@ -187,18 +196,32 @@ def views_per_task(net: LeanNet, theta: Params, names: Sequence[str], support_x:
     return [torch.stack(out) for out in outputs]
 
 
-def plan(tasks: int, device: torch.device | str = "cpu") -> str:
-    """The path for ``tasks`` episodes at once: ``"workers"`` (:class:`Workers`: a process of one thread per core,
-    each adapting its share of the episodes) on a CPU with at least two cores (torch's thread count) and two
-    episodes, else ``"loop"`` (this process, one episode after another).
+def plan(model: nn.Module, tasks: int, device: torch.device | str = "cpu") -> str:
+    """The path for ``tasks`` episodes of ``model`` at once: ``"workers"`` (:class:`Workers`: a process of one thread
+    per core, each adapting its share of the episodes) for a convolutional network on a CPU with at least two cores
+    (torch's thread count) and two episodes, where processes can be forked (Linux, not from a daemonic process), else
+    ``"loop"`` (this process, one episode after another).
 
     Measured on 2 cores (see the module docstring), the workers were faster than the loop in this process in every
     run on Omniglot 5w1s (1.6-2.4x) and CIFAR-FS 5w5s (1.16-1.54x), and level or faster on Omniglot 20w5s
-    (0.99-1.25x), whose larger convolutions keep two threads of one process busy anyway. On a GPU this module has
-    not been measured: there, the task-batched pass of ``Adapted.views`` is the one to use (one kernel per layer
-    for all episodes)."""
+    (0.99-1.25x), whose larger convolutions keep two threads of one process busy anyway. Networks without
+    convolutions (the drug-discovery MLPs) were not measured, and stay in this process. On a GPU this module has not
+    been measured: there, the task-batched pass of ``Adapted.views`` is the one to use (one kernel per layer for all
+    episodes)."""
+    forkable = sys.platform.startswith("linux") and not mp.current_process().daemon
+    convolutional = any(isinstance(m, nn.Conv2d) for m in model.modules())
     cores = torch.get_num_threads()
-    return "workers" if torch.device(device).type == "cpu" and cores >= 2 and tasks >= 2 else "loop"
+    cpu = torch.device(device).type == "cpu"
+    return "workers" if cpu and forkable and convolutional and cores >= 2 and tasks >= 2 else "loop"
+
+
+def can_send(loss_fn: LossFn) -> bool:
+    """Whether ``loss_fn`` can be sent to the worker processes (it pickles: a module-level function)."""
+    try:
+        pickle.dumps(loss_fn)
+    except (pickle.PicklingError, AttributeError, TypeError):
+        return False
+    return True
 
 
 def _one_thread() -> None:
@@ -241,11 +264,15 @@ def adapted_views(model: nn.Module, rule: Adaptation, support_x: Tensor, support
     ``rule`` (steps, step size, what adapts, minibatches; its protocol is not used, ``views`` name theirs), then for
     each ``(protocol, index)`` of ``views`` the outputs ``[T, m', ...]`` of ``query_x[:, index]``. With
     ``workers`` (:class:`Workers`; :func:`plan` says when they pay) the tasks are split evenly among their processes,
-    else they run here; the outputs are the same. Minibatch orders are drawn here either way, one ``torch.randperm`` per task
-    in task order from torch's global generator, as the lib's loop draws them. ``loss_fn`` must pickle for the workers (a
-    module-level function). The model is not modified."""
+    else they run here; the outputs are the same. Minibatch orders are drawn here either way, one ``torch.randperm``
+    per task in task order from torch's global generator, as the lib's loop draws them. ``loss_fn`` must pickle for
+    the workers (:func:`can_send`). The model is not modified."""
     names = check_inner_loop(model, rule.steps, rule.lr, inner_names(model, rule.inner))
-    net, theta = LeanNet(model), {n: p.detach() for n, p in model.named_parameters()}
+    if workers is not None and (support_x.device.type != "cpu" or not can_send(loss_fn)):
+        raise ValueError(f"worker processes take CPU tensors and a loss function that pickles (a module-level "
+                         f"function); got {support_x.device} tensors and {loss_fn!r}: pass workers=None")
+    # copies: a tensor sent to the workers moves to shared memory, and the model's own parameters must not
+    net, theta = LeanNet(model), {n: p.detach().clone() for n, p in model.named_parameters()}
     t, n = support_x.shape[:2]
     orders = None
     if rule.minibatch is not None and rule.minibatch < n:

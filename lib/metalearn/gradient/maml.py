@@ -11,14 +11,15 @@ Outer loop, a batch of T tasks (Adam with step size β):
 First-order MAML drops the Hessians (∂θ'/∂θ ≈ I): the meta-gradient is ∇_θ' L_Q, evaluated at θ'.
 ANIL adapts only the head (the last linear layer) in the inner loop; the body learns in the outer loop only.
 
-The inner loop lives in :mod:`metalearn.gradient.inner_loop` (with the test-time rule, ``Adapted``), the outer loop that
-MAML, FOMAML (:mod:`~metalearn.gradient.fomaml`) and ANIL (:mod:`~metalearn.gradient.anil`) share in
-:mod:`metalearn.gradient.outer_loop`.
+The inner loop lives in :mod:`metalearn.gradient.inner_loop` (with the typed test-time rule, ``Adaptation``, that
+``MetaTraining.test`` carries), the outer loop that MAML, FOMAML (:mod:`~metalearn.gradient.fomaml`) and ANIL
+(:mod:`~metalearn.gradient.anil`) share in :mod:`metalearn.gradient.outer_loop`, and the evaluation of an adapted
+network in :mod:`metalearn.gradient.evaluation`.
 
 BatchNorm always normalises with batch statistics, never running ones (as in every reference implementation): in
 training and in the inner loop those of the batch at hand; for a test task's queries, those of the support set plus
-the one query (Nichol et al.'s non-transductive protocol, the default) or of the query batch (transductive, the
-protocol of Finn et al.'s and Raghu et al.'s numbers); see :mod:`metalearn.gradient.inner_loop`.
+the one query (Nichol et al.'s non-transductive protocol) or of the query batch (transductive, the protocol of Finn
+et al.'s and Raghu et al.'s numbers, MAML's own rule here); see :mod:`metalearn.gradient.inner_loop`.
 """
 
 from __future__ import annotations

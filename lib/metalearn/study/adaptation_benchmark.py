@@ -107,6 +107,10 @@ def compare(data: Mapping[str, ClassDataset], settings: Sequence[Setting] = SETT
     engine's achieved GFLOP/s, the reference convolution's GFLOP/s (:func:`reference_convolution`, timed in the same
     rounds) and the FLOP efficiency (achieved / reference). ``data`` maps "omniglot" and "cifar_fs" to their test
     split."""
+    devices = {str(d.device) for d in data.values()}
+    if devices != {"cpu"}:
+        raise ValueError(f"this benchmark times CPU engines (the worker processes, the CPU's reference convolution); "
+                         f"got data on {sorted(devices)}: load the data sets on the CPU")
     episodes = {**EPISODES, **(episodes or {})}
     rows = []
     for key in settings:
@@ -117,7 +121,7 @@ def compare(data: Mapping[str, ClassDataset], settings: Sequence[Setting] = SETT
         model = finn_network(name, (c, h, w), ways)
         rule = Adaptation(steps=steps, lr=INNER_LR[name], inner="no_norms", protocol="transductive")
         ep = EpisodeSampler(d, ways, shots, queries).sample(tasks, make_generator(seed, d.device))
-        path = lean.plan(tasks, d.device)
+        path = lean.plan(model, tasks, d.device)
         with lean.Workers() if path == "workers" else contextlib.nullcontext() as workers:
             paths: dict[str, lean.Workers | None] = {"lean loop": None}
             if workers is not None:

@@ -2,17 +2,9 @@
 meta-gradient is averaged over the processes with ``torch.distributed`` before every optimiser step (the mechanics:
 :mod:`metalearn.gradient.distributed`).
 
-The meta-gradient of a batch of T tasks splits over any partition of the tasks into N shards of T/N:
-
-    ∇θ (1/T) Σ_{i=1..T} L_{Q_i}(f_{θ'_i})  =  (1/N) Σ_{r=1..N} ∇θ [ (N/T) Σ_{i in shard r} L_{Q_i}(f_{θ'_i}) ]
-
-so process r computes its shard's mean meta-loss and gradient (any meta-step of
-:func:`metalearn.gradient.outer_loop.meta_train`), an all-reduce averages the N gradients, and every process applies
-the same Adam step to the same weights. Every process draws the same meta-batch (the trainer seeds each step's
-generator with the step's seed, not the process's) and keeps its own contiguous shard. The result is the
-single-process run's up to the order of floating-point sums (the tests check it in float64). NCCL between GPUs, gloo
-on CPUs. BatchNorm's running statistics, which MAML's test protocols do not use, are averaged over the processes at
-the end.
+Why the shards' averaged gradient is the whole meta-batch's, and how every process draws the same meta-batch: see
+:mod:`metalearn.gradient.distributed`. The result is the single-process run's up to the order of floating-point sums
+(the tests check it in float64). NCCL between GPUs, gloo on CPUs.
 
     torchrun --standalone --nproc_per_node 4 -m metalearn.study.distributed --dataset omniglot --ways 5 --shots 1 \\
         --tasks 32 --steps 60000 --inner-steps 1 --inner-lr 0.4 --out models/maml-omniglot-5w1s.pt

@@ -27,6 +27,7 @@ from metalearn.core.results import row
 from metalearn.core.train import Trainer
 from metalearn.gradient.evaluation import (
     NICHOL_QUERIES,
+    TASKS_PER_BATCH,
     Adapted,
     adapted_predictor,
     evaluate,
@@ -225,7 +226,7 @@ def fit_meta_models(method: str, plans: Mapping[Setting, Plan[S]], train_sets: M
 
 def evaluate_adapted(method: str, models: Mapping[Setting, torch.nn.Module], plans: Mapping[Setting, Plan[Any]],
                      test_sets: Mapping[str, ClassDataset], *, episodes: int, seed: int,
-                     shared_queries: int | None = None, tasks_per_batch: int = 50,
+                     shared_queries: int | None = None, tasks_per_batch: int = TASKS_PER_BATCH,
                      ) -> dict[str, dict[Setting, EvalResult]]:
     """Each model adapted once on the support set of each of ``episodes`` seeded test episodes by its plan's
     test-time rule, and that one adaptation scored in every row (:func:`metalearn.gradient.evaluation.evaluate`):

@@ -64,6 +64,10 @@ def reptile_inner_lr_search(plans: Mapping[Setting, Plan[ReptileTraining]], trai
     def with_lr(p: Plan[ReptileTraining], lr: float) -> Plan[ReptileTraining]:
         return replace(p, settings=replace(p.settings, inner_lr=lr, test=replace(p.rule, lr=lr)))
 
+    untied = sorted(setting_label(k) for k, p in plans.items() if k[0] in candidates and p.rule.lr != p.settings.inner_lr)
+    if untied:
+        raise ValueError(f"the search chooses one α for training and test (Nichol et al.'s), but {untied} set "
+                         "test_inner_lr apart from inner_lr: set them equal for the searched data sets")
     records = []
     for dataset, rates in candidates.items():
         for lr in rates:
