@@ -1,5 +1,6 @@
 # Entry points (README "Quick start"):
-#   make reports   set up .venv if missing, then `dvc repro` (every stage at study scale)
+#   make reports   set up .venv if missing, print the stages `dvc repro` will run with their last durations, then
+#                  run them (every stage at study scale; each finished stage is kept)
 #   make test      set up .venv if missing, then ruff + mypy + unit tests + nbval on every notebook
 #   make test-fast the same without the slow tests (DVC queue, torchrun, browser: pytest -m slow)
 #   make paper     every chapter at the papers' budgets (for a GPU), at most MINUTES of training per call;
@@ -28,6 +29,7 @@ $(BIN)/.installed: pyproject.toml
 setup: $(BIN)/.installed
 
 reports: setup
+	python -m metalearn.study.pipeline plan
 	dvc repro
 
 paper: setup

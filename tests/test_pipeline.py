@@ -78,9 +78,12 @@ def test_the_real_params_files_are_valid(scale):
     assert set(params) == {pipeline.params_section(nb) for nb in pipeline.notebooks()}  # one per chapter
 
 
-def test_budgeted_run_resumes_bit_identical(tmp_path):
+def test_budgeted_run_resumes_bit_identical(tmp_path, capfd):
     straight = _project(tmp_path / "straight")
     pipeline.run("tiny", "study", root=straight)
+    shown = capfd.readouterr()
+    assert "Executing" in shown.err  # the chapter's progress, in cells
+    assert "WARNING" not in shown.out + shown.err  # the kernel talks over local sockets: no TCP warning to act on
     stopped = _project(tmp_path / "stopped")
     os.environ[DEADLINE_ENV] = "0"  # a shell's leftover deadline does not reach a run without --minutes
     try:
@@ -107,6 +110,28 @@ def test_cli_says_not_finished_with_its_own_status(monkeypatch, capsys):
     monkeypatch.setattr(pipeline, "run", stopped)
     assert pipeline.main(["00_background", "--minutes", "1"]) == pipeline.NOT_FINISHED == 75
     assert "NOT FINISHED (run the same command again to continue)" in capsys.readouterr().err
+
+
+def test_plan_lists_the_stages_with_their_last_durations(tmp_path):
+    root = _project(tmp_path)
+    pipeline.run("tiny", "study", root=root)
+    ran = pipeline.last_duration("tiny", root)
+    assert ran is not None and ran > 0 and pipeline.last_duration("data", root) is None
+    (root / "reports" / "metrics").mkdir(parents=True)
+    (root / "reports" / "metrics" / "tiny.json").write_text(json.dumps({"seconds": {"training": 5400.0,
+                                                                                   "evaluation": 600.0}}))
+    assert pipeline.last_duration("tiny", root) == 6000.0  # a run that reused its models does not hide their cost
+    text = pipeline.plan(["data", "tiny"], root)
+    assert "will run 2 stages" in text and "tiny  1.7 h" in text and "plus 1 stage(s) without a record" in text
+    assert pipeline.plan([], root).startswith("every stage is up to date")
+
+
+def test_stages_to_run_reads_dvc_in_its_order():
+    import re
+
+    stages = pipeline.stages_to_run(ROOT)
+    order = re.findall(r"^  (\S+):$", (ROOT / "dvc.yaml").read_text(), re.MULTILINE)
+    assert stages == [s for s in order if s in stages]  # a sub-sequence of dvc.yaml's stages, in order
 
 
 def test_prepare_only_injects_the_scale_and_runs_nothing(tmp_path):

@@ -72,6 +72,60 @@ def test_metrics_tree_nests_numbers_only() -> None:
     assert results.setting_key(None, None) == "all" and results.setting_key(20, None) == "20way"
     with pytest.raises(ValueError, match="two rows for omniglot/protonet/accuracy"):
         results.metrics_tree([_row(), _row(value=97.0)])
+    # several training seeds of one model: a seed level below it, and only there
+    seeds = results.metrics_tree([_row(value=97.0 + s, seed=s, train_steps=100, train_examples=8000) for s in range(3)]
+                                 + [_row(shots=5, seed=1), _row(method="maml", budget=48000, value=90.0)])
+    assert seeds["omniglot"]["5w1s"]["protonet"] == {f"seed_{s}": {"accuracy": 97.0 + s, "accuracy_ci95": 0.3}
+                                                     for s in range(3)}
+    assert seeds["omniglot"]["5w5s"]["protonet"] == {"accuracy": 98.0, "accuracy_ci95": 0.3}
+    assert seeds["omniglot"]["5w1s"]["maml"] == {"budget_48000": {"accuracy": 90.0, "accuracy_ci95": 0.3}}
+
+
+def test_budget_columns_and_rows_files_written_before_them(tmp_path) -> None:
+    r = _row(train_seconds=12.5, train_steps=100, train_examples=8000)
+    assert (r["train_steps"], r["train_examples"], r["budget"]) == (100, 8000, None)
+    with pytest.raises(ValueError, match="train_examples must be >= 0"):
+        _row(train_examples=-1)
+    with pytest.raises(TypeError, match="train_steps must be an int"):
+        _row(train_steps=1.5)
+    path = results.write_metrics("nb", [r], tmp_path, curves=CURVES)[0]
+    old = pd.read_csv(path).drop(columns=["budget", "train_steps", "train_examples"])
+    old.to_csv(path, index=False)  # a rows file from before the budget columns: they read as <NA>
+    back = results.read_rows(path)
+    assert list(back.columns) == results.COLUMNS and back.train_steps.isna().all() and back.value[0] == 98.0
+    old.drop(columns=["train_seconds"]).to_csv(path, index=False)  # but a required column is never optional
+    with pytest.raises(ValueError, match="do not follow the results schema"):
+        results.read_rows(path)
+
+
+def test_episodes_files_carry_training_seeds_and_pair_only_like_draws(tmp_path) -> None:
+    acc = {("protonet", "omniglot", 5, 1, s): np.array([90.0, 80.0, 70.0]) + s for s in (0, 1, 2)}
+    path = results.write_episodes("04_p", acc, tmp_path, episode_seed=0, queries=15, data={"omniglot": "abc"})
+    table = pd.read_csv(path)
+    assert list(table.columns) == results.EPISODE_COLUMNS and len(table) == 9 and set(table.metric) == {"accuracy"}
+    drawn = dict(episode_seed=0, queries=15, data="abc")
+    for s in (0, 1, 2):
+        got = results.read_episodes(path, "protonet", "omniglot", 5, 1, seed=s, **drawn)
+        assert got.tolist() == [90.0 + s, 80.0 + s, 70.0 + s]
+    with pytest.raises(ValueError, match="training seed 3"):
+        results.read_episodes(path, "protonet", "omniglot", 5, 1, seed=3, **drawn)
+    for change, message in ((dict(episode_seed=1), "episode_seed 0 vs ours 1"), (dict(queries=5), "queries 15 vs"),
+                            (dict(data="xyz"), "data 'abc' vs ours 'xyz'"), (dict(metric="roc_auc"), "metric")):
+        with pytest.raises(ValueError, match=message):
+            results.read_episodes(path, "protonet", "omniglot", 5, 1, seed=0, **(drawn | change))
+    # per-assay units of the molecule sets: no ways, no queries, one metric per data set
+    assays = {("maml", "tox21", 2, 10, 0): [0.7, 0.8], ("maml", "fsmol", None, 16, 0): [0.1, 0.2, 0.3]}
+    path = results.write_episodes("13_d", assays, tmp_path, episode_seed=0, queries=None,
+                                  data={"tox21": "t", "fsmol": "f"}, metric={"tox21": "roc_auc", "fsmol": "delta_auprc"})
+    got = results.read_episodes(path, "maml", "fsmol", None, 16, seed=0, episode_seed=0, queries=None, data="f",
+                                metric="delta_auprc")
+    assert got.tolist() == [0.1, 0.2, 0.3]
+    with pytest.raises(ValueError, match="queries None vs ours 15"):
+        results.read_episodes(path, "maml", "tox21", 2, 10, seed=0, episode_seed=0, queries=15, data="t",
+                              metric="roc_auc")
+    with pytest.raises(ValueError, match="not an episodes file"):
+        pd.read_csv(path).drop(columns="metric").to_csv(path, index=False)
+        results.read_episodes(path, "maml", "tox21", 2, 10, seed=0, episode_seed=0, queries=None, data="t")
 
 
 def test_write_read_round_trip_and_collect(tmp_path) -> None:
@@ -81,7 +135,7 @@ def test_write_read_round_trip_and_collect(tmp_path) -> None:
     paths = results.write_metrics("nb", rows, tmp_path, curves=CURVES)
     assert [p.relative_to(tmp_path).as_posix() for p in paths] == ["rows/nb.csv", "metrics/nb.json", "curves/nb.csv",
                                                                    "curves/nb_validation.csv"]
-    assert paths[0].read_text().splitlines()[1].startswith("nb,protonet,,,omniglot,5,1,,,,,accuracy,98.0,0.3,600,")
+    assert paths[0].read_text().splitlines()[1].startswith("nb,protonet,,,omniglot,5,1,,,,,,accuracy,98.0,0.3,600,")
     back = results.read_rows(paths[0])
     assert list(back.columns) == results.COLUMNS
     assert back.astype(object).where(back.notna(), None).to_dict("records") == rows

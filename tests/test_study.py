@@ -191,13 +191,16 @@ def test_against_pairs_with_another_chapters_episodes_and_refuses_other_episodes
     a, b = ProtoNet(Conv4()), ProtoNet(Conv4())
     ra, rb = evaluator(a, "omniglot", 5, 1), evaluator(b, "omniglot", 5, 1)
     digest = {"omniglot": omniglot_test.digest}
-    path = write_episodes("00_x", {("b", "omniglot", 5, 1): rb}, tmp_path, seed=0, queries=2, data=digest)
+    # b's model of training seed 0 (the chapter's) and one of seed 1 that fits worse: the pairing reads seed 0's
+    rb1 = rb.per_episode - 10
+    path = write_episodes("00_x", {("b", "omniglot", 5, 1, 0): rb, ("b", "omniglot", 5, 1, 1): rb1}, tmp_path,
+                          episode_seed=0, queries=2, data=digest)
     d = evaluator.against(ra, path, "b", "omniglot", 5, 1)
     assert d.mean == pytest.approx(ra.mean - rb.mean) and d.n == 30
-    write_episodes("00_y", {("b", "omniglot", 5, 1): rb}, tmp_path, seed=1, queries=2, data=digest)
-    with pytest.raises(ValueError, match="seed 1 vs ours 0"):
+    write_episodes("00_y", {("b", "omniglot", 5, 1, 0): rb}, tmp_path, episode_seed=1, queries=2, data=digest)
+    with pytest.raises(ValueError, match="episode_seed 1 vs ours 0"):
         evaluator.against(ra, tmp_path / "episodes" / "00_y.csv", "b", "omniglot", 5, 1)
-    with pytest.raises(ValueError, match="no episodes of c"):
+    with pytest.raises(ValueError, match="no units of c"):
         evaluator.against(ra, path, "c", "omniglot", 5, 1)
 
 
@@ -226,3 +229,27 @@ def test_learning_curves_figure_has_both_panels():
                            "loss": [2.0, 1.0, float("nan")], "val_accuracy": [float("nan"), float("nan"), 40.0]})
     fig = learning_curves(curves)
     assert [len(ax.lines) for ax in fig.axes] == [1, 1]
+
+
+def test_a_fits_budget_is_its_steps_and_examples_seen():
+    """Every logged row carries the examples seen so far (the deterministic unit), and budget() reads a fit's steps
+    and examples back from its curve: a re-run gives the same numbers, unlike its seconds."""
+    from metalearn.gradient.maml import train_maml
+    from metalearn.gradient.outer_loop import MetaTraining
+    from metalearn.gradient.regression import SinusoidSampler, sinusoid_mlp
+    from metalearn.study.experiment import budget
+
+    settings = MetaTraining(tasks=3, inner_steps=1, inner_lr=0.01, inner="all", regression=True)
+    curves = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        curve, seconds = fit("sine", sinusoid_mlp(8), SinusoidSampler(5, 7), 6, train_maml, settings,
+                             FitContext("x", 0))
+        curves.append(curve)
+    assert curves[0]["examples"].tolist() == [3 * (5 + 7) * s for s in curves[0]["step"]]  # tasks x (K + queries)
+    assert budget(curves[0], seconds) == {"train_seconds": seconds, "train_steps": 6, "train_examples": 216}
+    assert budget(curves[0], 1.0) == budget(curves[1], 1.0)
+    two = pd.concat([curves[0], curves[1].assign(model="sine-final")])  # a fit_refit's two runs add up
+    assert budget(two, 2.0)["train_examples"] == 432
+    with pytest.raises(ValueError, match="no examples column"):
+        budget(curves[0].drop(columns="examples"), 1.0)

@@ -33,7 +33,7 @@ def _run(omniglot_train, ckpt, steps=12, interrupt_at=None, nan_at=None, validat
 
     run = RunOptions(seed=3, checkpoint=ckpt, checkpoint_every=5, log_every=2, validate=validate,
                      validate_every=3 if validate else 0, progress=False)
-    result = train(model, loss_fn, batch_fn, steps, opt, run, sched)
+    result = train(model, loss_fn, batch_fn, steps, opt, run, sched, examples=2 * 5 * 2)  # 2 tasks x 5 ways x 2 queries
     return model, result
 
 
@@ -52,6 +52,7 @@ def test_resume_matches_uninterrupted(omniglot_train, tmp_path):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=f"{name} differs after resume")
     assert _timeless(straight_res.history) == _timeless(resumed_res.history)
     assert [r["step"] for r in straight_res.history] == [2, 4, 6, 8, 10, 12]
+    assert [r["examples"] for r in resumed_res.history] == [20 * r["step"] for r in straight_res.history]
 
 
 def test_budget_stops_after_every_step_and_ends_bit_identical(omniglot_train, tmp_path, monkeypatch):
@@ -77,7 +78,7 @@ def test_non_finite_weights_are_never_saved(tmp_path):
 
     with pytest.raises(NonFiniteLoss, match="the weights are not finite after step"):
         train(model, loss_fn, lambda step, g: torch.ones(4, 1), 3, opt,
-              RunOptions(seed=0, checkpoint=tmp_path / "c.pt", checkpoint_every=1, progress=False))
+              RunOptions(seed=0, checkpoint=tmp_path / "c.pt", checkpoint_every=1, progress=False), examples=4)
     assert not (tmp_path / "c.pt").exists() or torch.isfinite(
         torch.load(tmp_path / "c.pt", weights_only=True)["model"]["weight"]).all()
 
@@ -115,7 +116,10 @@ def test_damaged_checkpoint_is_moved_aside_and_the_run_starts_over(omniglot_trai
 def test_bad_arguments():
     model = torch.nn.Linear(1, 1)
     with pytest.raises(ValueError, match="steps must be >= 0"):
-        train(model, None, None, -1, torch.optim.SGD(model.parameters(), 0.1), RunOptions(seed=0))
+        train(model, None, None, -1, torch.optim.SGD(model.parameters(), 0.1), RunOptions(seed=0), examples=1)
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match="examples"):
+            train(model, None, None, 1, torch.optim.SGD(model.parameters(), 0.1), RunOptions(seed=0), examples=bad)
 
 
 def _head_score(model):

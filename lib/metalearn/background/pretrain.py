@@ -55,7 +55,7 @@ def pretrain(model: nn.Module, dataset: ClassDataset, steps: int, settings: Pret
         acc = (logits.argmax(1) == batch[1]).float().mean().item() * 100
         return F.cross_entropy(logits, batch[1]), {"accuracy": acc}
 
-    return train(model, loss_fn, batch_fn, steps, opt, run, scheduler)
+    return train(model, loss_fn, batch_fn, steps, opt, run, scheduler, examples=batch_size)
 
 
 @torch.no_grad()

@@ -120,6 +120,11 @@ class EpisodeSampler:
                              f"per class of {dataset.name or 'the dataset'}")
         self.dataset, self.ways, self.shots, self.queries = dataset, ways, shots, queries
 
+    @property
+    def examples_per_task(self) -> int:
+        """Images one episode draws: ``ways × (shots + queries)`` (a training budget's unit)."""
+        return self.ways * (self.shots + self.queries)
+
     def sample_indices(self, tasks: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         """Class indices ``[tasks, ways]`` and example indices ``[tasks, ways, shots+queries]``."""
         _check_positive(tasks=tasks)

@@ -12,13 +12,15 @@ Each notebook makes one call, :func:`write_metrics`, which writes (each file ato
   accuracy on episodes of the validation classes, the learning curve models are selected on), for ``dvc plots``.
 
 A row's ``value`` is a mean and ``ci95`` the half-width of its 95% interval over ``n_test`` units: test episodes
-for ``accuracy`` and ``instance_accuracy`` (t quantiles), test assays for ``delta_auprc`` (FS-Mol: per-assay means
-over the support draws) and ``roc_auc`` (MoleculeNet: a bootstrap over assays and draws), test tasks for the
-sinusoid's ``mse``; a timing or a ratio has neither.
+for ``accuracy`` and ``instance_accuracy``, test assays for ``delta_auprc`` and ``roc_auc`` (each assay's mean over
+its support draws), test tasks for the sinusoid's ``mse``, always with t quantiles; a timing or a ratio has neither.
+A row's ``seed`` is its model's training seed: a method trained with several seeds has a row per seed.
 
-A chapter whose methods other chapters compare with episode by episode also writes, with :func:`write_episodes`,
-``<out_dir>/episodes/<notebook>.csv``: every test episode's accuracy (``method, dataset, ways, shots, seed, queries,
-data, episode, accuracy``), read back with :func:`read_episodes`.
+A chapter whose methods other chapters compare with episode by episode (or assay by assay) also writes, with
+:func:`write_episodes`, ``<out_dir>/episodes/<notebook>.csv``: every test unit's value (``method, dataset, ways,
+shots, seed, episode_seed, queries, data, metric, unit, value``; ``seed`` the model's training seed, ``episode_seed``
+the draw of the test episodes), read back with :func:`read_episodes`. Two methods pair on units drawn alike (episode
+seed, queries, data, metric); several training seeds of a method give a ``[seeds, units]`` table.
 
 The ``results`` stage (``python -m metalearn.core.results``) writes ``reports/results.csv`` and the accuracy-vs-shots
 tables ``reports/plots/accuracy_vs_shots_<dataset>_<ways>way.csv``.
@@ -30,6 +32,7 @@ import argparse
 import json
 import math
 import re
+from collections.abc import Mapping
 from numbers import Integral, Real
 from pathlib import Path
 from typing import Any, Literal, overload
@@ -39,16 +42,23 @@ import pandas as pd
 from metalearn.core.files import atomic_path
 
 COLUMNS = ["notebook", "method", "variant", "trained_on", "dataset", "ways", "shots", "adapt_steps", "meta_batch",
-           "inner_steps", "instance", "metric", "value", "ci95", "n_test", "scale", "train_seconds", "device", "seed"]
-INT_COLUMNS = ("ways", "shots", "adapt_steps", "meta_batch", "inner_steps", "instance", "n_test", "seed")
+           "inner_steps", "instance", "budget", "metric", "value", "ci95", "n_test", "scale", "train_seconds",
+           "train_steps", "train_examples", "device", "seed"]
+INT_COLUMNS = ("ways", "shots", "adapt_steps", "meta_batch", "inner_steps", "instance", "budget", "n_test",
+               "train_steps", "train_examples", "seed")
 STR_COLUMNS = ("notebook", "method", "variant", "trained_on", "dataset", "metric", "scale", "device")
 # What tells apart the rows of one method in one setting: the implementation, the training set under task shift,
 # adaptation steps at test time, the meta-batch and inner steps of a timed (or trained) meta-step, and the
-# presentation of a class in a sequence (Santoro et al.'s per-instance accuracy).
-QUALIFIERS = ("variant", "trained_on", "adapt_steps", "meta_batch", "inner_steps", "instance")
-METRICS = {"accuracy", "instance_accuracy", "mse", "roc_auc", "delta_auprc", "episodes_per_s", "seconds_per_step",
-           "graph_mb", "evaluation_speedup"}
-PERCENT_METRICS = ("accuracy", "instance_accuracy", "roc_auc")
+# presentation of a class in a sequence (Santoro et al.'s per-instance accuracy), and the training budget (examples
+# seen) of a checkpoint taken at a fixed budget (the families at equal compute).
+QUALIFIERS = ("variant", "trained_on", "adapt_steps", "meta_batch", "inner_steps", "instance", "budget")
+# Columns a rows file written before they existed may lack (read as <NA>): the qualifiers and the budget's units.
+OPTIONAL_COLUMNS = (*QUALIFIERS, "train_steps", "train_examples")
+# val_<metric>: the validation score a model was selected on (same method, setting, qualifiers and seed as its test
+# row), what "the best of a family" is chosen by; never a test number.
+METRICS = {"accuracy", "instance_accuracy", "mse", "roc_auc", "delta_auprc", "val_accuracy", "val_roc_auc",
+           "val_delta_auprc", "episodes_per_s", "seconds_per_step", "graph_mb", "evaluation_speedup"}
+PERCENT_METRICS = ("accuracy", "instance_accuracy", "roc_auc", "val_accuracy", "val_roc_auc")
 EPISODE_METRICS = ("accuracy", "instance_accuracy")  # scored on test episodes: >= 600 of them beyond smoke scale
 DATASETS = {"omniglot", "cifar_fs", "sinusoid", "fsmol", "tox21", "sider", "muv", "toxcast"}
 SCALES = {"smoke", "study", "paper"}
@@ -94,16 +104,20 @@ def _choice(name: str, value: object, known: set[str], optional: bool = False) -
 
 def row(notebook: str, method: str, dataset: str, ways: int | None, shots: int | None, metric: str,
         value: float, ci95: float | None = None, n_test: int | None = None, *, scale: str,
-        train_seconds: float | None = None, device: str, seed: int, variant: str | None = None,
-        trained_on: str | None = None, adapt_steps: int | None = None, meta_batch: int | None = None,
-        inner_steps: int | None = None, instance: int | None = None) -> dict:
+        train_seconds: float | None = None, train_steps: int | None = None, train_examples: int | None = None,
+        device: str, seed: int, variant: str | None = None, trained_on: str | None = None,
+        adapt_steps: int | None = None, meta_batch: int | None = None, inner_steps: int | None = None,
+        instance: int | None = None, budget: int | None = None) -> dict:
     """One validated row of the results table, a dict with the keys :data:`COLUMNS` (accuracy and roc_auc in
     percent). ``method`` is a plain identifier (``maml``, ``protonet_train_5way``); what used to be written into it
     goes to its own column: ``variant`` (the implementation, one of :data:`VARIANTS`), ``trained_on`` (the data set
     the model was trained on when it is not ``dataset``: task shift), ``adapt_steps`` (SGD steps on the support set
     at test time), ``meta_batch`` and ``inner_steps`` (tasks per meta-step and inner-loop steps per task of a timed
     or trained meta-step), ``instance`` (the n-th presentation of a class in a sequence: the rows of metric
-    ``instance_accuracy``, and only those). ``TypeError`` on a wrong type, ``ValueError`` on a wrong value."""
+    ``instance_accuracy``, and only those), ``budget`` (the examples seen by a checkpoint taken at a fixed training
+    budget). ``seed`` is the training seed of the model (a method trained with several seeds has one row each);
+    ``train_seconds``, ``train_steps`` and ``train_examples`` are its training budget (measured seconds, optimiser
+    steps, examples seen: the deterministic unit). ``TypeError`` on a wrong type, ``ValueError`` on a wrong value."""
     if not isinstance(method, str) or not METHOD_ID.match(method):
         raise ValueError(f"method must be a plain identifier ({METHOD_ID.pattern}), got {method!r}; settings go to "
                          f"their own columns ({', '.join(QUALIFIERS)})")
@@ -124,7 +138,9 @@ def row(notebook: str, method: str, dataset: str, ways: int | None, shots: int |
         raise ValueError(f"ci95 must be a half-width >= 0, got {ci95}")
     ints = {name: _int(name, v) for name, v in (("ways", ways), ("shots", shots), ("adapt_steps", adapt_steps),
                                                  ("meta_batch", meta_batch), ("inner_steps", inner_steps),
-                                                 ("instance", instance), ("n_test", n_test), ("seed", seed))}
+                                                 ("instance", instance), ("n_test", n_test), ("seed", seed),
+                                                 ("budget", budget), ("train_steps", train_steps),
+                                                 ("train_examples", train_examples))}
     if ints["seed"] is None:
         raise TypeError("seed must be an int")
     instance = ints["instance"]
@@ -152,13 +168,21 @@ def setting_key(ways: int | None, shots: int | None) -> str:
 def metrics_tree(rows: list[dict]) -> dict:
     """The rows' numbers nested as ``dataset / setting / method / qualifiers... / metric`` (qualifiers: the row's
     non-empty :data:`QUALIFIERS`, as ``lib_batched``, ``trained_on_omniglot``, ``adapt_steps_10``, ``meta_batch_32``,
-    ``inner_steps_5``), each metric with its ``<metric>_ci95`` where the row has one. ``ValueError`` if two rows
-    land on the same key."""
+    ``inner_steps_5``, ``budget_48000``) and, where a method has rows of several training seeds, ``seed_<s>``; each
+    metric with its ``<metric>_ci95`` where the row has one. ``ValueError`` if two rows land on the same key."""
+    def path(r: dict) -> tuple:
+        quals = [r[q] if q == "variant" else f"{q}_{r[q]}" for q in QUALIFIERS if r[q] is not None]
+        return (r["dataset"], setting_key(r["ways"], r["shots"]), r["method"], *quals)
+
+    seeds: dict[tuple, set] = {}
+    for r in rows:
+        seeds.setdefault(path(r), set()).add(r["seed"])
     tree: dict = {}
     for r in rows:
-        quals = [r[q] if q == "variant" else f"{q}_{r[q]}" for q in QUALIFIERS if r[q] is not None]
+        keys = path(r)
+        quals = [*keys[3:], *([f"seed_{r['seed']}"] if len(seeds[keys]) > 1 else [])]
         node = tree
-        for key in (r["dataset"], setting_key(r["ways"], r["shots"]), r["method"], *quals):
+        for key in (*keys[:3], *quals):
             node = node.setdefault(key, {})
         if r["metric"] in node:
             raise ValueError(f"two rows for {'/'.join([r['dataset'], r['method'], *quals, r['metric']])} in "
@@ -204,53 +228,75 @@ def write_metrics(notebook: str, rows: list[dict], out_dir: Path, *, curves: pd.
     return paths
 
 
-EPISODE_COLUMNS = ["method", "dataset", "ways", "shots", "seed", "queries", "data", "episode", "accuracy"]
+EPISODE_COLUMNS = ["method", "dataset", "ways", "shots", "seed", "episode_seed", "queries", "data", "metric", "unit",
+                   "value"]
+UnitKey = tuple[str, str, int | None, int | None, int]  # (method, dataset, ways, shots, training seed)
 
 
-def write_episodes(notebook: str, per_episode: dict[tuple[str, str, int, int], Any], out_dir: Path, *, seed: int,
-                   queries: int, data: dict[str, str]) -> Path:
-    """Write ``out_dir/episodes/<notebook>.csv`` (atomically): for each ``(method, dataset, ways, shots)``, the
-    accuracies of its test episodes (an array, or an object with ``per_episode``), with the episodes' ``seed``,
-    ``queries`` and the test data's digest (``data[dataset]``), which a reader checks before pairing."""
+def write_episodes(notebook: str, per_unit: Mapping[UnitKey, Any], out_dir: Path, *, episode_seed: int,
+                   queries: int | None, data: Mapping[str, str], metric: str | Mapping[str, str] = "accuracy") -> Path:
+    """Write ``out_dir/episodes/<notebook>.csv`` (atomically): for each ``(method, dataset, ways, shots, seed)``
+    (``seed``: the model's training seed), its value on every test unit (an array ``[units]``, or an object with
+    ``per_episode``): the accuracy of each test episode, or (``metric`` ``roc_auc`` / ``delta_auprc``, one per data
+    set as a mapping) each test assay's mean over its support draws. With the units' draw: ``episode_seed``,
+    ``queries`` (None where there are none) and the test data's digest ``data[dataset]``, which a reader checks
+    before pairing."""
     frames = []
-    for (method, dataset, ways, shots), res in per_episode.items():
-        acc = getattr(res, "per_episode", res)
-        frames.append(pd.DataFrame({"method": method, "dataset": dataset, "ways": ways, "shots": shots, "seed": seed,
-                                    "queries": queries, "data": data[dataset], "episode": range(len(acc)),
-                                    "accuracy": acc}))
+    for (method, dataset, ways, shots, seed), res in per_unit.items():
+        values = getattr(res, "per_episode", res)
+        frames.append(pd.DataFrame({
+            "method": method, "dataset": dataset, "ways": ways, "shots": shots, "seed": seed,
+            "episode_seed": episode_seed, "queries": queries, "data": data[dataset],
+            "metric": metric if isinstance(metric, str) else metric[dataset], "unit": range(len(values)),
+            "value": values}))
     path = Path(out_dir) / "episodes" / f"{notebook}.csv"
     with atomic_path(path) as tmp:
-        pd.concat(frames, ignore_index=True)[EPISODE_COLUMNS].to_csv(tmp, index=False)
+        table = pd.concat(frames, ignore_index=True)[EPISODE_COLUMNS]
+        table.astype({c: "Int64" for c in ("ways", "shots", "queries")}).to_csv(tmp, index=False)
     return path
 
 
-def read_episodes(path: Path, method: str, dataset: str, ways: int, shots: int, *, seed: int, queries: int,
-                  data: str) -> Any:
-    """The per-episode accuracies ``[n]`` of ``method`` in one setting from a :func:`write_episodes` file; a
-    ``ValueError`` names what differs if they were not drawn like ours (seed, queries, test data)."""
-    table = pd.read_csv(path)
+def read_episodes(path: Path, method: str, dataset: str, ways: int | None, shots: int | None, *, seed: int,
+                  episode_seed: int, queries: int | None, data: str, metric: str = "accuracy") -> Any:
+    """The per-unit values ``[n]`` of ``method``'s model of training seed ``seed`` in one setting from a
+    :func:`write_episodes` file; a ``ValueError`` names what differs if its units were not drawn like ours
+    (episode seed, queries, test data, metric)."""
+    table = pd.read_csv(path, dtype={c: "Int64" for c in ("ways", "shots", "seed", "episode_seed", "queries")})
     if list(table.columns) != EPISODE_COLUMNS:
-        raise ValueError(f"{path}: not an episodes file (columns {EPISODE_COLUMNS})")
-    part = table[(table.method == method) & (table.dataset == dataset) & (table.ways == ways) & (table.shots == shots)]
+        raise ValueError(f"{path}: not an episodes file (columns {EPISODE_COLUMNS}); re-run its chapter")
+    part = table[(table.method == method) & (table.dataset == dataset) & _same(table.ways, ways)
+                 & _same(table.shots, shots) & (table.seed == seed)]
+    what = f"{method} (training seed {seed}) on {dataset} {setting_key(ways, shots)}"
     if part.empty:
-        raise ValueError(f"{path} has no episodes of {method} on {dataset} {ways}w{shots}s; run its chapter first")
-    drawn = {"seed": seed, "queries": queries, "data": data}
-    differs = {k: (part[k].iloc[0].item() if hasattr(part[k].iloc[0], "item") else part[k].iloc[0], v)
-               for k, v in drawn.items() if part[k].iloc[0] != v}
+        raise ValueError(f"{path} has no units of {what}; run its chapter first")
+    drawn = {"episode_seed": episode_seed, "queries": queries, "data": data, "metric": metric}
+    first = part.iloc[0]
+    differs = {k: (_plain(first[k]), v) for k, v in drawn.items() if _plain(first[k]) != v}
     if differs:
-        raise ValueError(f"{path}: {method} on {dataset} {ways}w{shots}s was tested on other episodes "
+        raise ValueError(f"{path}: {what} was tested on other units "
                          f"({', '.join(f'{k} {a!r} vs ours {b!r}' for k, (a, b) in differs.items())}): not paired")
-    return part.sort_values("episode")["accuracy"].to_numpy()
+    return part.sort_values("unit")["value"].to_numpy(float)
+
+
+def _plain(value: Any) -> Any:
+    """A table's scalar as a Python value (None for <NA>), to compare and to name in a message."""
+    return None if pd.isna(value) else getattr(value, "item", lambda: value)()
+
+
+def _same(column: pd.Series, value: int | None) -> pd.Series:
+    """column == value, <NA> matching None."""
+    return column.isna() if value is None else column.eq(value).fillna(False).astype(bool)
 
 
 def read_rows(path: Path) -> pd.DataFrame:
     """A notebook's rows file (``rows/<notebook>.csv``) as a table with the columns :data:`COLUMNS` (integers as
     ``Int64``, gaps as ``<NA>``); ``ValueError`` if it does not follow the schema. A qualifier column that the file
     lacks (it was written before that qualifier existed) reads as ``<NA>``: the qualifier does not apply to its rows,
-    so adding a qualifier does not invalidate a chapter's results."""
+    so adding a qualifier does not invalidate a chapter's results; so does a budget column (``train_steps``,
+    ``train_examples``) that it lacks: not recorded."""
     path = Path(path)
     table = pd.read_csv(path, dtype={**{c: "Int64" for c in INT_COLUMNS}, **{c: "str" for c in STR_COLUMNS}})
-    present = [c for c in COLUMNS if c in table.columns or c not in QUALIFIERS]
+    present = [c for c in COLUMNS if c in table.columns or c not in OPTIONAL_COLUMNS]
     if list(table.columns) != present or (table.notebook != path.stem).any():
         raise ValueError(f"{path}: rows do not follow the results schema (columns {COLUMNS}, notebook {path.stem})")
     return table.reindex(columns=COLUMNS).astype({c: "Int64" for c in INT_COLUMNS})

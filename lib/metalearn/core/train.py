@@ -9,6 +9,10 @@ the *validation* classes, fixed seed), the loop scores the model every ``validat
 logs ``val_accuracy`` against steps and training seconds, and ends with the weights of the best-scoring step: the
 checkpoint is chosen on validation classes, never on test.
 
+Budget: every step passes a fixed number of ``examples`` (images, molecules or points drawn for it, stated by each
+method's trainer), so a run's budget has a deterministic unit, ``steps × examples``, that a re-run reproduces exactly
+(its seconds do not); each logged row and validation check carries ``examples`` seen so far.
+
 Time budget: when the environment variable ``METALEARN_DEADLINE`` (a Unix time, set by
 ``python -m metalearn.study.pipeline ... --minutes M``) has passed, a run saves its state after the current step
 and raises :class:`BudgetExhausted`; run again, it continues from there. Every call makes at least one step.
@@ -152,8 +156,10 @@ def lr_scheduler(optimizer: torch.optim.Optimizer, steps: int, halve_lr_every: i
 
 
 def train(model: M, loss_fn: StepFn[M], batch_fn: BatchFn, steps: int, optimizer: torch.optim.Optimizer,
-          run: RunOptions, scheduler: torch.optim.lr_scheduler.LRScheduler | None = None) -> TrainResult:
-    """Run ``steps`` optimisation steps of ``loss_fn(model, batch_fn(step, generator))``, driven by ``run``.
+          run: RunOptions, scheduler: torch.optim.lr_scheduler.LRScheduler | None = None, *,
+          examples: int) -> TrainResult:
+    """Run ``steps`` optimisation steps of ``loss_fn(model, batch_fn(step, generator))``, driven by ``run``; each
+    step's batch holds ``examples`` examples (the budget's deterministic unit, see the module docstring).
 
     ``batch_fn`` must draw its randomness from the generator it is given (on the model's device).
     With ``run.checkpoint``, the model, optimizer, scheduler, history and best validated weights are saved atomically
@@ -165,6 +171,8 @@ def train(model: M, loss_fn: StepFn[M], batch_fn: BatchFn, steps: int, optimizer
     validate, validate_every, desc, progress = run.validate, run.validate_every, run.desc, run.progress
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
+    if isinstance(examples, bool) or not isinstance(examples, int) or examples < 1:
+        raise ValueError(f"examples (per step) must be an int >= 1, got {examples!r}")
     if checkpoint_every <= 0 or log_every <= 0:
         raise ValueError("checkpoint_every and log_every must be positive")
     if validate is not None and validate_every <= 0:
@@ -232,14 +240,15 @@ def train(model: M, loss_fn: StepFn[M], batch_fn: BatchFn, steps: int, optimizer
             running[k] = running.get(k, 0.0) + float(v)
         count += 1
         if (step + 1) % log_every == 0 or step + 1 == steps:
-            row = {"step": step + 1, "seconds": round(result.seconds + time.perf_counter() - t0, 2),
+            row = {"step": step + 1, "examples": (step + 1) * examples,
+                   "seconds": round(result.seconds + time.perf_counter() - t0, 2),
                    **{k: v / count for k, v in running.items()}}
             result.history.append(row)
             bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k != "step"}, refresh=False)
             running, count = {}, 0
         if validate is not None and ((step + 1) % validate_every == 0 or step + 1 == steps):
             result.seconds += time.perf_counter() - t0  # validation time is not training time
-            best = _validate_step(model, validate, step + 1, result, best)
+            best = _validate_step(model, validate, step + 1, (step + 1) * examples, result, best)
             t0 = time.perf_counter()
         out_of_time = stop_at is not None and time.time() >= stop_at and step + 1 < steps
         if ((step + 1) % checkpoint_every == 0 and step + 1 < steps) or out_of_time:
@@ -261,13 +270,15 @@ def train(model: M, loss_fn: StepFn[M], batch_fn: BatchFn, steps: int, optimizer
     return result
 
 
-def _validate_step(model: nn.Module, validate: ValidateFn, step: int, result: TrainResult,
+def _validate_step(model: nn.Module, validate: ValidateFn, step: int, examples: int, result: TrainResult,
                    best: dict | None) -> dict | None:
-    """Score the model at ``step`` (in eval mode), log it, and return the best so far (step, score, weights)."""
+    """Score the model at ``step`` (``examples`` seen; in eval mode), log it, and return the best so far (step,
+    score, weights)."""
     model.eval()
     score = float(validate(model))
     model.train()
-    result.validation.append({"step": step, "seconds": round(result.seconds, 2), "val_accuracy": score})
+    result.validation.append({"step": step, "examples": examples, "seconds": round(result.seconds, 2),
+                              "val_accuracy": score})
     if best is None or score > best["score"]:
         return {"step": step, "score": score,
                 "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}

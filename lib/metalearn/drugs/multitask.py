@@ -88,7 +88,7 @@ def train_multitask(model: MultitaskNet, data: LabelledPairs, steps: int, settin
         acc = ((logits > 0).long() == y).float().mean().item() * 100
         return F.binary_cross_entropy_with_logits(logits, y.float()), {"accuracy": acc}
 
-    return train(model, step_loss, lambda step, g: data.sample(g), steps, opt, run, scheduler)
+    return train(model, step_loss, lambda step, g: data.sample(g), steps, opt, run, scheduler, examples=data.batch)
 
 
 class FineTuned:

@@ -34,6 +34,10 @@ class ShardSampler:
             raise ValueError(f"need 0 <= rank < world size, got rank {rank} of {world}")
         self.sampler, self.rank, self.world, self.dtype = sampler, rank, world, dtype
 
+    @property
+    def examples_per_task(self) -> int:
+        return int(self.sampler.examples_per_task)
+
     def sample(self, tasks: int, generator: torch.Generator) -> Any:
         if tasks % self.world:
             raise ValueError(f"a meta-batch of {tasks} tasks does not split over {self.world} processes: "

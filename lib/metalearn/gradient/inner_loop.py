@@ -51,6 +51,9 @@ class TaskSampler(Protocol):
 
     def sample(self, tasks: int, generator: torch.Generator) -> Tasks: ...
 
+    @property
+    def examples_per_task(self) -> int: ...  # examples (images, points) one task draws: a budget's unit
+
 
 def parameters(model: nn.Module) -> Params:
     """θ: the model's parameters by name."""

@@ -99,4 +99,5 @@ def meta_train(model: nn.Module, sampler: TaskSampler, steps: int, settings: Met
                                  names=names, loss_fn=loss_fn)
         return loss, query_metrics(out, batch.query_y)
 
-    return train(model, step_loss, lambda step, g: sampler.sample(s.tasks, g), steps, opt, run, scheduler)
+    return train(model, step_loss, lambda step, g: sampler.sample(s.tasks, g), steps, opt, run, scheduler,
+                 examples=s.tasks * sampler.examples_per_task)

@@ -29,6 +29,11 @@ class SinusoidSampler:
             raise ValueError(f"shots and queries must be >= 1, got {shots}, {queries}")
         self.shots, self.queries, self.name = shots, queries, name
 
+    @property
+    def examples_per_task(self) -> int:
+        """Points one task draws: ``shots + queries`` (a training budget's unit)."""
+        return self.shots + self.queries
+
     def sample(self, tasks: int, generator: torch.Generator) -> RegressionTasks:
         """``tasks`` tasks: ``support_x/y [tasks, shots, 1]``, ``query_x/y [tasks, queries, 1]``."""
         return sample_sinusoid(tasks, self.shots, self.queries, generator)

@@ -117,4 +117,5 @@ def train_reptile(model: nn.Module, sampler: TaskSampler, steps: int, settings: 
         surrogate = task_loss + sum(((p - p.detach()) * -direction[n]).sum() for n, p in m.named_parameters())
         return surrogate, {}
 
-    return train(model, step_loss, lambda step, g: sampler.sample(s.tasks, g), steps, opt, run, sched)
+    return train(model, step_loss, lambda step, g: sampler.sample(s.tasks, g), steps, opt, run, sched,
+                 examples=s.tasks * sampler.examples_per_task)

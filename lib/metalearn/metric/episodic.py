@@ -77,7 +77,8 @@ def train_episodic(model: nn.Module, sampler: EpisodeSampler, steps: int, settin
         ep = sampler.sample(settings.tasks, g)
         return augment_episode(ep, g) if settings.augment else ep
 
-    return train(model, loss_fn, batch_fn, steps, opt, run, scheduler)
+    return train(model, loss_fn, batch_fn, steps, opt, run, scheduler,
+                 examples=settings.tasks * sampler.examples_per_task)
 
 
 def predictor(model: nn.Module, transductive: bool = False) -> PredictFn:

@@ -93,4 +93,4 @@ def train_siamese(model: SiameseNet, dataset: ClassDataset, steps: int, settings
         acc = ((logits > 0).float() == same).float().mean().item() * 100
         return F.binary_cross_entropy_with_logits(logits, same), {"pair_accuracy": acc}
 
-    return train(model, loss_fn, batch_fn, steps, opt, run, scheduler)
+    return train(model, loss_fn, batch_fn, steps, opt, run, scheduler, examples=2 * batch)  # two images a pair

@@ -235,7 +235,8 @@ def train_mann(model: MANN, data: ClassDataset, steps: int, settings: Sequences,
     def batch_fn(step: int, g: torch.Generator) -> tuple[Tensor, Tensor]:
         return sample_sequences(data, model.ways, settings.instances, settings.tasks, g)
 
-    return train(model, loss_fn, batch_fn, steps, opt, run, scheduler)
+    return train(model, loss_fn, batch_fn, steps, opt, run, scheduler,
+                 examples=settings.tasks * model.ways * settings.instances)  # images in the batch's sequences
 
 
 @torch.no_grad()

@@ -281,4 +281,5 @@ def train_metanet(model: MetaNetwork, sampler: EpisodeSampler, steps: int, setti
         ep = sampler.sample(settings.tasks, g)
         return rotate_classes(ep, g) if settings.rotate else ep
 
-    return train(model, loss_fn, batch_fn, steps, opt, run, scheduler)
+    return train(model, loss_fn, batch_fn, steps, opt, run, scheduler,
+                 examples=settings.tasks * sampler.examples_per_task)

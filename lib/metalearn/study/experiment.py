@@ -103,6 +103,18 @@ def fit(name: str, model: nn.Module, data: Data, steps: int, train_fn: Trainer[S
     return _curve(name, res.history, res.validation), round(res.seconds, 1)
 
 
+def budget(curve: pd.DataFrame, seconds: float) -> dict[str, Any]:
+    """The training budget of the run(s) in ``curve`` (one :func:`fit`'s, or the two of a :func:`fit_refit`) as the
+    keyword arguments of :func:`metalearn.core.results.row`: ``train_steps`` and ``train_examples`` (the
+    deterministic unit) summed over its models' last training rows, and the measured ``seconds``."""
+    if "examples" not in curve:
+        raise ValueError("the curve has no examples column: it comes from a model trained before budgets were logged; "
+                         "re-run its chapter")
+    last = curve.dropna(subset=["loss"]).groupby("model")[["step", "examples"]].max()
+    return {"train_seconds": seconds, "train_steps": int(last["step"].sum()),
+            "train_examples": int(last["examples"].sum())}
+
+
 def _curve(name: str, history: list[dict], validation: list[dict]) -> pd.DataFrame:
     """Training rows and validation checks in one table, one row per step (columns missing at a step are NaN)."""
     curve = pd.DataFrame(history)
@@ -155,10 +167,11 @@ class Evaluator:
 
     def against(self, result: EvalResult, episodes_file: str | Path, method: str, dataset: str, ways: int,
                 shots: int) -> PairedDifference:
-        """``result`` minus another chapter's ``method`` on the very same test episodes, read from its
-        :func:`metalearn.core.results.write_episodes` file (checked to be drawn like ours): the paired difference."""
-        other = read_episodes(Path(episodes_file), method, dataset, ways, shots, seed=self.seed, queries=self.queries,
-                              data=self.test_sets[dataset].digest)
+        """``result`` minus another chapter's ``method`` (its model of training seed ``self.seed``, the chapter's seed)
+        on the very same test episodes, read from its :func:`metalearn.core.results.write_episodes` file (checked to
+        be drawn like ours): the paired difference."""
+        other = read_episodes(Path(episodes_file), method, dataset, ways, shots, seed=self.seed,
+                              episode_seed=self.seed, queries=self.queries, data=self.test_sets[dataset].digest)
         if len(other) != result.n:
             raise ValueError(f"{episodes_file} holds {len(other)} {dataset} test episodes of {method}, this chapter "
                              f"{result.n}: set this chapter's test episodes for {dataset} to {len(other)} to pair them")

@@ -4,6 +4,7 @@
     python -m metalearn.study.pipeline 00_background --scale paper                # papers' budgets -> reports/paper/
     python -m metalearn.study.pipeline all --scale paper --minutes 8              # every chapter, at most 8 min of training
     python -m metalearn.study.pipeline 04_prototypical_networks --prepare-only   # a study-scale copy to open in JupyterLab
+    python -m metalearn.study.pipeline plan                                       # what `dvc repro` would run, and how long
 
 The notebook's ``parameters`` cell holds the smoke scale (what nbval runs); the scale's parameter file overrides
 it (section ``maml`` for ``09_maml``: the name without its number), and every key of that file is checked against
@@ -14,6 +15,10 @@ With ``--minutes M`` training stops after M minutes (at least one step per model
 exits with status 75, "not finished, run again"; run again, it continues where it stopped. A chapter writes its
 reports once all its models are trained. ``all`` skips a chapter whose reports at that scale came from the same
 notebook, parameters and library source (DVC does this for the study scale).
+
+``plan`` (what ``make reports`` prints before it starts) lists the stages ``dvc repro`` would run, each with the
+duration of its last recorded run (the executed notebook's papermill record), and their total. A running chapter shows
+its progress in cells.
 """
 
 from __future__ import annotations
@@ -23,8 +28,11 @@ import ast
 import hashlib
 import json
 import os
+import re
 import shutil
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -161,10 +169,10 @@ def run(notebook: str, scale: str = "study", minutes: float | None = None, root:
     else:  # no budget, whatever the calling shell had set
         os.environ.pop(DEADLINE_ENV, None)
     try:
-        with atomic_path(out, suffix=".ipynb") as tmp:
+        with atomic_path(out, suffix=".ipynb") as tmp, tempfile.TemporaryDirectory() as sockets:
             try:
                 papermill.execute_notebook(str(source), str(tmp), parameters=parameters, cwd=str(source.parent),
-                                           kernel_name="python3", progress_bar=False)
+                                           kernel_name="python3", progress_bar=True, km=_local_kernel(sockets))
             except PapermillExecutionError as e:
                 if e.ename == "BudgetExhausted":
                     raise NotFinished(f"{notebook}: {e.evalue}") from None
@@ -182,6 +190,64 @@ def run(notebook: str, scale: str = "study", minutes: float | None = None, root:
         with atomic_path(out.with_suffix(".inputs")) as tmp:
             tmp.write_text(digest + "\n")
     return out
+
+
+def _local_kernel(folder: str) -> object:
+    """A kernel manager that talks to its kernel over local sockets in ``folder`` (IPC): nothing leaves the machine,
+    and the kernel has no reason to warn about unencrypted TCP."""
+    from jupyter_client.manager import KernelManager
+
+    km = KernelManager(kernel_name="python3", transport="ipc")
+    km.ip = str(Path(folder) / "kernel")
+    return km
+
+
+def last_duration(stage: str, root: Path = ROOT) -> float | None:
+    """Seconds the last recorded run of a chapter's stage took (papermill's record in its executed notebook), or
+    None (never run, or not a chapter). A run that reused trained models was quick: where the chapter's metrics
+    record the training and evaluation seconds of its models, the estimate is never below their sum."""
+    reports = root / "reports"
+    try:
+        ran = float(json.loads((reports / "notebooks" / f"{stage}.ipynb").read_text())["metadata"]["papermill"]
+                    ["duration"])
+    except (FileNotFoundError, KeyError, TypeError, ValueError):
+        return None
+    try:
+        seconds = json.loads((reports / "metrics" / f"{stage}.json").read_text())["seconds"]
+        return max(ran, float(seconds["training"]) + float(seconds["evaluation"]))
+    except (FileNotFoundError, KeyError, TypeError, ValueError):
+        return ran
+
+
+def stages_to_run(root: Path = ROOT) -> list[str]:
+    """The stages ``dvc repro`` would run now, in its order (``dvc repro --dry``)."""
+    dry = subprocess.run([sys.executable, "-m", "dvc", "repro", "--dry"], cwd=root, capture_output=True, text=True)
+    if dry.returncode:
+        raise UsageError(f"dvc repro --dry failed: {dry.stderr.strip() or dry.stdout.strip()}")
+    return re.findall(r"^Running stage '([^']+)'", dry.stdout, re.MULTILINE)
+
+
+def plan(stages: list[str], root: Path = ROOT) -> str:
+    """What ``make reports`` is about to do: the stages it will run, each with its last recorded duration, and the
+    total (a lower bound where a stage has no record)."""
+    if not stages:
+        return "every stage is up to date: dvc repro has nothing to run"
+    durations = {s: last_duration(s, root) for s in stages}
+    width = max(map(len, stages))
+    lines = [f"dvc repro will run {len(stages)} stage{'s' if len(stages) > 1 else ''} (estimates: each stage's last "
+             "recorded run on this project's machine):"]
+    lines += [f"  {s:{width}s}  {_minutes(d) if d is not None else 'no record (data stages: minutes)'}"
+              for s, d in durations.items()]
+    known = sum(d for d in durations.values() if d is not None)
+    unknown = sum(d is None for d in durations.values())
+    lines.append(f"  {'total':{width}s}  about {_minutes(known)}" + (f" plus {unknown} stage(s) without a record"
+                                                                   if unknown else ""))
+    lines.append("Each finished stage is kept (dvc.lock); stop with Ctrl-C and run again to go on from the next one.")
+    return "\n".join(lines)
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.0f} min"
 
 
 def prepare(notebook: str, scale: str = "study", root: Path = ROOT) -> Path:
@@ -218,7 +284,7 @@ def run_all(scale: str, minutes: float | None = None, root: Path = ROOT) -> list
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m metalearn.study.pipeline", description=__doc__.split("\n")[0])
-    parser.add_argument("notebook", help="e.g. 00_background, or all")
+    parser.add_argument("notebook", help="e.g. 00_background, or all, or plan (what dvc repro would run)")
     parser.add_argument("--scale", default="study", help=", ".join(SCALES))
     parser.add_argument("--minutes", type=float, default=None,
                         help="stop training after this many minutes, save, and exit with status 75 (run again)")
@@ -227,6 +293,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.minutes is not None and args.minutes < 0:
         raise UsageError(f"--minutes must be >= 0, got {args.minutes}")
+    if args.notebook == "plan":
+        print(plan(stages_to_run()))
+        return 0
     check_params(args.scale)
     if args.notebook != "all":
         check_notebook(args.notebook)
