@@ -108,3 +108,20 @@ def test_example_gradients_are_each_example_loss_alone(head: bool) -> None:
             assert grads[k].shape == (6, *e.shape)
             assert torch.allclose(grads[k][i], e, atol=1e-12), (k, i)
     assert all(not g.requires_grad for g in grads.values())  # inputs to the generators, never differentiated
+
+
+def test_a_batch_of_tasks_scores_each_task_as_it_would_alone() -> None:
+    """forward() takes every task of a batch at once (one pass per network, each task's Q* and each query's W*_j
+    apart); it equals the tasks scored one at a time, and its fast weights equal the one-task ones, in float64."""
+    net = _net().double()
+    ep = EpisodeSampler(_data(), 3, 2, 2).sample(4, make_generator(1))
+    sx, qx = ep.support_x.double(), ep.query_x.double()
+    together = net(sx, ep.support_y, qx, 3)
+    alone = torch.cat([net(sx[t:t + 1], ep.support_y[t:t + 1], qx[t:t + 1], 3) for t in range(4)])
+    torch.testing.assert_close(together, alone, rtol=0, atol=1e-12)
+    q = net.task_fast_weights(sx, ep.support_y)
+    m = net.example_fast_weights(sx, ep.support_y)
+    for t in (0, 3):
+        q_t, m_t = net.task_fast_weights(sx[t], ep.support_y[t]), net.example_fast_weights(sx[t], ep.support_y[t])
+        assert all(torch.allclose(q[k][t], q_t[k], rtol=0, atol=1e-12) for k in q_t)
+        assert all(torch.allclose(m[k][t], m_t[k], rtol=0, atol=1e-12) for k in m_t)

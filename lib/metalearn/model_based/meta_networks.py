@@ -61,7 +61,7 @@ class CoordinateMLP(nn.Module):
 
 
 class CoordinateLSTM(nn.Module):
-    """d: a sequence of T gradients of every coordinate to one fast weight, ``[T, P]`` -> ``[P]`` (an LSTM over
+    """d: a sequence of T gradients of every coordinate to one fast weight, ``[T, ...]`` -> ``[...]`` (an LSTM over
     the T steps, its last output through a linear layer; the order does not matter to the method, but the LSTM reads
     the chunks in the support set's order)."""
 
@@ -72,8 +72,9 @@ class CoordinateLSTM(nn.Module):
         self.out = nn.Linear(hidden, 1)
 
     def forward(self, grads: Tensor) -> Tensor:
-        h, _ = self.lstm(preprocess_gradient(grads, self.p))  # [T, P, hidden]
-        return self.out(h[-1]).squeeze(-1)
+        steps = len(grads)
+        h, _ = self.lstm(preprocess_gradient(grads, self.p).view(steps, -1, 2))  # [T, every coordinate, hidden]
+        return self.out(h[-1]).view(grads.shape[1:])
 
 
 class FastWeightNet(nn.Module):
@@ -194,35 +195,39 @@ class MetaNetwork(nn.Module):
         return fast
 
     def task_fast_weights(self, support_x: Tensor, support_y: Tensor) -> Weights:
-        """Q* = d(G, grad_1..grad_T): u's loss_emb (its classifier's cross-entropy) on T chunks of one task's support
-        set ``[n, C, H, W]``, ``[n]`` (in its order; fewer chunks if n < T), differentiated w.r.t. u's augmented slow
-        weights as constants."""
-        names, chunks = self.rep.augmented, min(self.chunks, len(support_x))
-        per_example = self.rep.example_gradients(support_x, support_y, self.rep_head.weight)
-        # a chunk's mean cross-entropy has the mean of its examples' gradients: [T, *shape]
-        grads = {n: torch.stack([g.mean(0) for g in per_example[n].tensor_split(chunks)]) for n in names}
-        return self._generate(self.d, grads, names, 1)
+        """Q* = d(G, grad_1..grad_T): u's loss_emb (its classifier's cross-entropy) on T chunks of a task's support
+        set ``[*tasks, n, C, H, W]``, ``[*tasks, n]`` (in its order; fewer chunks if n < T), differentiated w.r.t. u's
+        augmented slow weights as constants: ``{layer: [*tasks, *shape]}`` (no leading dimension: one task)."""
+        names, tasks, n = self.rep.augmented, support_y.shape[:-1], support_y.shape[-1]
+        chunks = min(self.chunks, n)
+        per_example = self.rep.example_gradients(support_x.reshape(-1, *support_x.shape[-3:]), support_y.reshape(-1),
+                                                 self.rep_head.weight)
+        # a chunk's mean cross-entropy has the mean of its examples' gradients: [T, *tasks, *shape]
+        grads = {k: torch.stack([c.mean(len(tasks)) for c in g.view(*tasks, n, *g.shape[1:]).tensor_split(
+            chunks, len(tasks))]) for k, g in per_example.items()}
+        return self._generate(self.d, grads, names, 1 + len(tasks))
 
     def example_fast_weights(self, support_x: Tensor, support_y: Tensor) -> Weights:
-        """The memory M: W*_i = m(Z, grad_i) for each support example, grad_i of b's cross-entropy on that example
-        alone w.r.t. b's augmented slow weights (as constants): ``{layer: [n, *shape]}``."""
-        return self._generate(self.m, self.base.example_gradients(support_x, support_y), self.base.augmented, 1)
-
-    def task_logits(self, support_x: Tensor, support_y: Tensor, query_x: Tensor) -> Tensor:
-        """One task: ``[n, C, H, W]``, ``[n]``, ``[m, C, H, W]`` -> query logits ``[m, ways]``."""
-        q_fast = self.task_fast_weights(support_x, support_y)
-        memory = self.example_fast_weights(support_x, support_y)
-        keys = self.rep(support_x, q_fast)  # R [n, D]
-        r = self.rep(query_x, q_fast)  # [m, D]
-        a = (F.normalize(r, dim=-1) @ F.normalize(keys, dim=-1).T).softmax(-1)  # [m, n]
-        fast = {k: torch.einsum("mn,n...->m...", a, v) for k, v in memory.items()}  # W*_j [m, *shape]
-        return vmap(lambda x, f: self.base(x[None], f)[0])(query_x, fast)
+        """The memory M: W*_i = m(Z, grad_i) for each support example ``[*tasks, n, C, H, W]``, grad_i of b's
+        cross-entropy on that example alone w.r.t. b's augmented slow weights (as constants): ``{layer: [*tasks, n,
+        *shape]}``."""
+        grads = self.base.example_gradients(support_x.reshape(-1, *support_x.shape[-3:]), support_y.reshape(-1))
+        fast = self._generate(self.m, grads, self.base.augmented, 1)
+        return {k: v.view(*support_y.shape, *v.shape[1:]) for k, v in fast.items()}
 
     def forward(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, ways: int) -> Tensor:
+        """Every task of the batch at once: ``[T, n, C, H, W]``, ``[T, n]``, ``[T, m, C, H, W]`` -> logits
+        ``[T, m, ways]`` (each task's fast weights apart; each query's W*_j apart)."""
         if ways != self.ways:
             raise ValueError(f"this Meta Network's output layer has {self.ways} classes, the episode has {ways} ways")
-        return torch.stack([self.task_logits(sx, sy, qx)
-                            for sx, sy, qx in zip(support_x, support_y, query_x, strict=True)])
+        q_fast = self.task_fast_weights(support_x, support_y)  # Q* [T, *shape]
+        memory = self.example_fast_weights(support_x, support_y)  # M [T, n, *shape]
+        embed = vmap(lambda x, f: self.rep(x, f))  # u with each task's own Q*
+        keys, r = embed(support_x, q_fast), embed(query_x, q_fast)  # R [T, n, D], r [T, m, D]
+        a = (F.normalize(r, dim=-1) @ F.normalize(keys, dim=-1).transpose(1, 2)).softmax(-1)  # [T, m, n]
+        fast = {k: torch.einsum("tmn,tn...->tm...", a, v).flatten(0, 1) for k, v in memory.items()}  # W*_j
+        logits = vmap(lambda x, f: self.base(x[None], f)[0])(query_x.flatten(0, 1), fast)
+        return logits.view(*query_x.shape[:2], -1)
 
 
 class ClippedAdam(torch.optim.Adam):
