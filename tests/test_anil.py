@@ -64,6 +64,8 @@ def test_anil_step_on_an_mlp_and_its_errors() -> None:
 def test_train_maml_head_step_matches_the_loop() -> None:
     """One meta-step of ANIL through train_maml: the body-once step and the full loop end at the same weights."""
     class Sampler:
+        examples_per_task = 1
+
         def sample(self, tasks: int, generator: torch.Generator):
             return episode()
 

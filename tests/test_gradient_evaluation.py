@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+from metalearn.core.batchnorm import batch_statistics
 from metalearn.core.episodes import Episode, EpisodeSampler, make_generator
 from metalearn.core.models import Classifier, conv4_for, mlp
 from metalearn.gradient import lean
 from metalearn.gradient.evaluation import Adapted, adapted_predictor, evaluate, first_queries
-from metalearn.gradient.inner_loop import Adaptation, adapt, batch_statistics, inner_names, query_outputs
+from metalearn.gradient.inner_loop import Adaptation, adapt, inner_names, query_outputs
 from metalearn.gradient.networks import StridedConv4, finn_network
 from metalearn.gradient.reptile import reptile_direction
 

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from metalearn.core.batchnorm import batch_statistics
 from metalearn.core.episodes import Episode, EpisodeSampler, make_generator
 from metalearn.core.models import Classifier, conv4_for
 from metalearn.core.train import RunOptions
@@ -19,7 +20,6 @@ from metalearn.gradient.evaluation import Adapted
 from metalearn.gradient.inner_loop import (
     Adaptation,
     adapt,
-    batch_statistics,
     head_names,
     parameters,
     query_outputs,
@@ -188,6 +188,8 @@ def test_reptile_with_adam_and_one_step_takes_the_joint_training_step() -> None:
     model, ep, lr, alpha = conv_net(), episode(4), 1e-3, 0.1
 
     class Fixed:
+        examples_per_task = 1
+
         def sample(self, tasks: int, generator: torch.Generator) -> Episode:
             return ep
 
@@ -273,6 +275,8 @@ def test_meta_steps_give_identical_predictions(protocol: str) -> None:
     ep = episode(9)
 
     class Fixed:
+        examples_per_task = 1
+
         def sample(self, tasks: int, generator: torch.Generator) -> Episode:
             return ep
 

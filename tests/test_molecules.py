@@ -92,6 +92,7 @@ def test_task_episodes_hold_the_fingerprints_and_labels_of_one_task():
     episodes = TaskEpisodes(tox21, 10, 16, "balanced")
     ep = episodes.sample(3, make_generator(0))
     assert ep.support_x.shape == (3, 20, 2048) and ep.query_x.shape == (3, 16, 2048)
+    assert episodes.examples_per_task == 20 + 16 == TaskEpisodes(tox21, 20, 16).examples_per_task
     assert (ep.support_y.sum(1) == 10).all()
     for t in range(3):
         task = int(ep.classes[t, 0])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -13,7 +15,7 @@ from metalearn.background.pretrain import (
     fit_linear_head,
     pretrain,
 )
-from metalearn.core.episodes import EpisodeSampler, augment_images
+from metalearn.core.episodes import Episode, EpisodeSampler, augment_images
 from metalearn.core.evaluate import evaluate
 from metalearn.core.models import Classifier, Conv4, conv4_for, mlp
 from metalearn.core.prototypes import class_prototypes, prototype_logits
@@ -87,3 +89,24 @@ def test_short_pretraining_beats_chance(omniglot_train, omniglot_test):
     torch.testing.assert_close(fq[:, 0], fq_noisy[:, 0])
     logits = model(omniglot_test.images[:2, 0].float() / 255)
     assert logits.shape == (2, 4112) and torch.isfinite(F.log_softmax(logits, 1)).all()
+
+
+def test_transductive_features_use_each_tasks_own_batches_and_leave_the_running_statistics():
+    """The baseline under the gradient methods' protocol: a task's support features are a training-mode forward of
+    that support set alone, its query features of its queries alone; other tasks do not matter; the running
+    statistics stay as they were."""
+    torch.manual_seed(0)
+    backbone = conv4_for((1, 28, 28))
+    data = torch.rand(3, 5, 1, 28, 28), torch.rand(3, 10, 1, 28, 28)
+    ep = Episode(data[0], torch.arange(5).repeat(3, 1), data[1], torch.arange(5).repeat(3, 2),
+                 torch.arange(5).repeat(3, 1))
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    fs, fq = embed_episode(backbone, ep, transductive=True)
+    reference = copy.deepcopy(backbone).train()
+    with torch.no_grad():
+        for t in range(3):
+            torch.testing.assert_close(fs[t], reference(data[0][t]))
+            torch.testing.assert_close(fq[t], reference(data[1][t]))
+    assert all(torch.equal(before[k], v) for k, v in backbone.state_dict().items())
+    _, fq_eval = embed_episode(backbone, ep)
+    assert not torch.allclose(fq, fq_eval)  # the running statistics give other features

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from metalearn.core.batchnorm import batch_statistics
 from metalearn.core.episodes import ClassDataset, Episode, augment_images
 from metalearn.core.evaluate import PredictFn
 from metalearn.core.prototypes import prototype_logits
@@ -59,10 +60,18 @@ def pretrain(model: nn.Module, dataset: ClassDataset, steps: int, settings: Pret
 
 
 @torch.no_grad()
-def embed_episode(backbone: nn.Module, episode: Episode) -> tuple[torch.Tensor, torch.Tensor]:
-    """Support and query features ``[tasks, n, D]`` with the backbone in eval mode (non-transductive BN)."""
+def embed_episode(backbone: nn.Module, episode: Episode, transductive: bool = False,
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Support and query features ``[tasks, n, D]``: with the backbone in eval mode (non-transductive BN: running
+    statistics), or ``transductive``, each task's support set normalised with its own batch statistics and its
+    queries with theirs, as the gradient-based methods are scored (:mod:`metalearn.core.batchnorm`)."""
     backbone.eval()
     t, n_s = episode.support_x.shape[:2]
+    if transductive:
+        with batch_statistics(backbone, groups=t):
+            fs, fq = (backbone(x.flatten(0, 1)).view(t, -1, backbone.feature_dim)
+                      for x in (episode.support_x, episode.query_x))
+        return fs, fq
     x = torch.cat([episode.support_x, episode.query_x], 1).flatten(0, 1)
     f = backbone(x).view(t, -1, backbone.feature_dim)
     return f[:, :n_s], f[:, n_s:]
@@ -108,11 +117,13 @@ def centroid_predictor(model: nn.Module) -> PredictFn:
     return predict
 
 
-def baseline_predictors(backbone: nn.Module, finetune_steps: int = 100, finetune_lr: float = 0.01) -> PredictFn:
-    """Both test-time rules on one forward pass: ``{"pretrain_finetune": ..., "nearest_centroid": ...}``."""
+def baseline_predictors(backbone: nn.Module, finetune_steps: int = 100, finetune_lr: float = 0.01,
+                        transductive: bool = False) -> PredictFn:
+    """Both test-time rules on one forward pass: ``{"pretrain_finetune": ..., "nearest_centroid": ...}`` (BatchNorm
+    on running statistics, or ``transductive``: on each task's batch, see :func:`embed_episode`)."""
 
     def predict(ep: Episode) -> dict[str, torch.Tensor]:
-        fs, fq = embed_episode(backbone, ep)
+        fs, fq = embed_episode(backbone, ep, transductive)
         ways = ep.classes.shape[1]
         return {"pretrain_finetune": fit_linear_head(fs, ep.support_y, fq, ways, finetune_steps, finetune_lr),
                 "nearest_centroid": nearest_centroid(fs, ep.support_y, fq, ways)}

@@ -210,6 +210,12 @@ class TaskEpisodes:
         self.name, self.support, self.query, self.protocol = data.name, support, query, protocol
         self.tasks_used, self.digest = len(eligible), data.digest
 
+    @property
+    def examples_per_task(self) -> int:
+        """Molecules one episode draws: its support (twice ``support`` when balanced) and ``query`` (a budget's
+        unit)."""
+        return (2 if self.protocol == "balanced" else 1) * self.support + self.query
+
     def sample(self, tasks: int, generator: torch.Generator) -> Episode:
         d = self._data
         picks = self._eligible[torch.randint(len(self._eligible), (tasks,), generator=generator,

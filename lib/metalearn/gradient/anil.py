@@ -22,8 +22,9 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from metalearn.core.batchnorm import batch_statistics
 from metalearn.core.train import RunOptions, TrainResult
-from metalearn.gradient.inner_loop import Tasks, TaskSampler, adapt, batch_statistics, check_inner_loop
+from metalearn.gradient.inner_loop import Tasks, TaskSampler, adapt, check_inner_loop
 from metalearn.gradient.outer_loop import MetaTraining, meta_train
 
 

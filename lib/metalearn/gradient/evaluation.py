@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from metalearn.core.batchnorm import batch_statistics
 from metalearn.core.episodes import ClassDataset, Episode, EpisodeSampler, make_generator
 from metalearn.core.evaluate import PredictFn
 from metalearn.gradient import lean
@@ -35,7 +36,6 @@ from metalearn.gradient.inner_loop import (
     Params,
     adapt,
     adapt_minibatches,
-    batch_statistics,
     check_inner_loop,
     inner_names,
     query_outputs,

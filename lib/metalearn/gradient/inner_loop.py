@@ -20,8 +20,7 @@ methods meta-train through it, and the drug-discovery chapter scores its meta-in
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -30,10 +29,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from metalearn.core.batchnorm import NORMS, batch_statistics
+
 Params = dict[str, Tensor]
 LossFn = Callable[[Tensor, Tensor], Tensor]  # a criterion: (outputs, targets) -> scalar loss
 BN_PROTOCOLS = ("nichol", "transductive")
-_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
 class Tasks(Protocol):
@@ -72,7 +72,7 @@ def head_names(model: nn.Module) -> list[str]:
 def without_norms(model: nn.Module) -> list[str]:
     """The names of every parameter but BatchNorm's γ and β: what Finn et al.'s inner loop adapts (their BatchNorm
     parameters learn in the outer loop only)."""
-    norms = {f"{name}.{p}" for name, m in model.named_modules() if isinstance(m, _NORMS)
+    norms = {f"{name}.{p}" for name, m in model.named_modules() if isinstance(m, NORMS)
              for p, _ in m.named_parameters()}
     return [n for n, _ in model.named_parameters() if n not in norms]
 
@@ -183,39 +183,6 @@ def query_metrics(outputs: Tensor, query_y: Tensor) -> dict[str, float]:
     if query_y.dtype in (torch.int64, torch.int32):
         return {"accuracy": (outputs.argmax(-1) == query_y).float().mean().item() * 100}
     return {}
-
-
-@contextmanager
-def batch_statistics(model: nn.Module, groups: int = 1) -> Iterator[nn.Module]:
-    """Inside, every BatchNorm layer of ``model`` normalises each of ``groups`` equal consecutive slices of its batch
-    with that slice's own mean and (biased) variance, as BatchNorm does in training, and differentiably, but never
-    reads or moves the running statistics: the model runs in eval mode and a hook (run before any other forward hook)
-    replaces each BatchNorm output."""
-    if groups < 1:
-        raise ValueError(f"groups must be >= 1, got {groups}")
-
-    def normalise(m: nn.BatchNorm1d | nn.BatchNorm2d | nn.BatchNorm3d, inputs: tuple[Tensor, ...],
-                  _output: Tensor) -> Tensor:
-        x = inputs[0]
-        if x.shape[0] % groups:
-            raise ValueError(f"a batch of {x.shape[0]} does not split into {groups} equal groups")
-        g = x.reshape(groups, x.shape[0] // groups, *x.shape[1:])  # [groups, size, C, ...]
-        var, mean = torch.var_mean(g, dim=[1, *range(3, g.ndim)], correction=0, keepdim=True)
-        y = (g - mean) * torch.rsqrt(var + m.eps)
-        if m.affine:
-            shape = (1, 1, -1) + (1,) * (g.ndim - 3)
-            y = y * m.weight.view(shape) + m.bias.view(shape)
-        return y.reshape(x.shape)
-
-    was_training = model.training
-    hooks = [m.register_forward_hook(normalise, prepend=True) for m in model.modules() if isinstance(m, _NORMS)]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was_training)
 
 
 def query_outputs(model: nn.Module, params: Params, support_x: Tensor, query_x: Tensor, protocol: str,
