@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
+from metalearn.core import stats
 from metalearn.study import claims
 from metalearn.study.claims import Claim, Evidence, Unpaired, judge, paired_evidence
 
@@ -20,9 +21,9 @@ COLUMNS = ["notebook", "method", "variant", "trained_on", "dataset", "ways", "sh
            "train_steps", "train_examples", "device", "seed"]
 INTS = ("ways", "shots", "adapt_steps", "meta_batch", "inner_steps", "instance", "budget", "n_test", "train_steps",
         "train_examples", "seed")
-UNIT_COLUMNS = ["method", "dataset", "ways", "shots", "seed", "episode_seed", "queries", "data", "metric", "unit",
-                "value"]
-OMNIGLOT = ("omniglot", 5, 1)
+UNIT_COLUMNS = ["method", "dataset", "ways", "shots", "seed", "budget", "episode_seed", "queries", "data", "metric",
+                "unit", "value"]
+OMNIGLOT, CIFAR = ("omniglot", 5, 1), ("cifar_fs", 5, 1)
 
 
 @pytest.fixture(autouse=True)
@@ -58,10 +59,12 @@ def _table(rows: list[dict]) -> pd.DataFrame:
 
 
 def _units(method: str, values, setting: tuple = OMNIGLOT, *, seed: int = 0, episode_seed: int = 0,
-           queries: int | None = 15, data: str = "d0", metric: str = "accuracy", first: int = 0) -> list[dict]:
+           queries: int | None = 15, data: str = "d0", metric: str = "accuracy", first: int = 0,
+           budget: int | None = None) -> list[dict]:
     """A per-unit file's rows: one per test unit (episode or assay)."""
     dataset, ways, shots = setting
-    return [dict(method=method, dataset=dataset, ways=ways, shots=shots, seed=seed, episode_seed=episode_seed,
+    return [dict(method=method, dataset=dataset, ways=ways, shots=shots, seed=seed, budget=budget,
+                 episode_seed=episode_seed,
                  queries=queries, data=data, metric=metric, unit=first + i, value=float(v))
             for i, v in enumerate(values)]
 
@@ -360,7 +363,7 @@ def test_training_seeds_pair_as_a_seeds_by_units_matrix(tmp_path):
     units = {"04_prototypical_networks": [u for s in range(3) for u in _units("protonet", a[s], seed=s)],
              "00_background": _units("pretrain_finetune", base)}
     r = _results(tmp_path, rows, units)
-    assert sorted(r.units[("04_prototypical_networks", "protonet", "omniglot", 5, 1, "accuracy")][(0, 15, "d0")]) == \
+    assert sorted(r.units[("04_prototypical_networks", "protonet", "omniglot", 5, 1, "accuracy", None)][(0, 15, "d0")]) == \
         [0, 1, 2]
     pa, pb = r.row("04_prototypical_networks", "protonet", *OMNIGLOT), r.row("00_background", "pretrain_finetune",
                                                                              *OMNIGLOT)
@@ -407,7 +410,7 @@ def test_old_episodes_files_read_as_one_training_seed(tmp_path):
     assert units[["seed", "episode_seed", "metric", "unit", "value"]].values.tolist() == [
         [0, 7, "accuracy", 1, 80.0], [0, 7, "accuracy", 0, 90.0]]
     r = claims.Results(_table([_row("04_prototypical_networks", "protonet")]), folder)
-    scores = r.units[("04_prototypical_networks", "protonet", "omniglot", 5, 1, "accuracy")][(7, 15, "d0")][0]
+    scores = r.units[("04_prototypical_networks", "protonet", "omniglot", 5, 1, "accuracy", None)][(7, 15, "d0")][0]
     assert scores.tolist() == [90.0, 80.0]  # in unit order
     # columns are read by name; a file lacking one is refused
     digest = pd.DataFrame(_units("protonet", [1.0, 2.0], data="0123"))
@@ -577,29 +580,48 @@ def test_drug_discovery_pairs_the_meta_initialisation_chosen_on_validation_per_a
     assert evidence[0].unpaired.mean == pytest.approx(-0.05)
 
 
-def test_equal_compute_families_are_compared_at_each_budget(tmp_path):
-    claim, gather = _gather("At equal training examples, metric-based")
-    assert gather(_results(tmp_path, [_row("04_prototypical_networks", "protonet")])) == []
-    rows = [_row("14_summary", "protonet", value=80.0 + k, budget=b, examples=b) for k, b in ((0, 16000), (5, 64000))]
-    rows += [_row("14_summary", "pretrain_finetune", value=78.0, budget=b, examples=b) for b in (16000, 64000)]
-    evidence = gather(_results(tmp_path, rows))
-    assert [e.setting for e in evidence] == ["omniglot 5w1s at 16,000 examples (protonet)",
-                                             "omniglot 5w1s at 64,000 examples (protonet)"]
-    assert [e.unpaired.mean for e in evidence] == pytest.approx([2.0, 7.0])
-    assert evidence[1].a[0].examples == (64000.0,) and evidence[0].note == "the family's row in 14"
-    # two of the family's methods at one budget: chosen on validation, as everywhere
-    rows += [_row("14_summary", "relation_net", value=99.0, budget=16000), _row(
-        "14_summary", "protonet", value=50.0, budget=16000, metric="val_accuracy")]
-    assert gather(_results(tmp_path, rows))[0].setting == "omniglot 5w1s at 16,000 examples (protonet)"
-    # no baseline at that budget: not measured
-    [e, _] = gather(_results(tmp_path, [r for r in rows if not (r["method"] == "pretrain_finetune"
-                                                                  and r["budget"] == 16000)]))
-    assert not e.measured and "pretrain_finetune" in e.missing
+def test_equal_compute_pairs_each_budgets_checkpoints_over_seeds_and_episodes(tmp_path):
+    """The representative's checkpoints (04's protonet rows with a budget) against chapter 00's pre-training
+    checkpoints at the same budget: one evidence per budget, paired over 3 training seeds x the shared episodes."""
+    _, gather = _gather("At equal training seconds, metric-based")
+    assert gather(_results(tmp_path, [_row("04_prototypical_networks", "protonet", CIFAR)])) == []
+    base = _episodes(50.0, n=40)
+    rows, units = [], {"04_prototypical_networks": [], "00_background": []}
+    for budget, gain in ((100, 1.0), (600, 5.0)):
+        for seed in (0, 1, 2):
+            rows += [_row("04_prototypical_networks", "protonet", CIFAR, 50 + gain, budget=budget, seed=seed,
+                          steps=20 * budget, seconds=budget + seed),
+                     _row("00_background", "pretrain_finetune", CIFAR, 50.0, budget=budget, seed=seed)]
+            units["04_prototypical_networks"] += _units("protonet", base + gain + 0.1 * seed, CIFAR, seed=seed,
+                                                        budget=budget)
+            units["00_background"] += _units("pretrain_finetune", base, CIFAR, seed=seed, budget=budget)
+    rows += [_row("04_prototypical_networks", "relation_net", CIFAR, 99.0, budget=100),  # not the representative
+             _row("04_prototypical_networks", "protonet", CIFAR, 10.0)]  # the chapter's main row: no budget
+    units["04_prototypical_networks"] += _units("protonet", base - 40, CIFAR)
+    evidence = gather(_results(tmp_path, rows, units))
+    assert [e.setting for e in evidence] == ["cifar_fs 5w1s at 100 s (protonet)", "cifar_fs 5w1s at 600 s (protonet)"]
+    assert all(e.paired for e in evidence) and [e.differences.shape for e in evidence] == [(3, 40)] * 2
+    assert [e.interval().mean for e in evidence] == pytest.approx([1.1, 5.1])
+    assert evidence[1].a[0].steps == (12000,) * 3 and evidence[1].a[0].seeds == (0, 1, 2)
+    # no pre-training checkpoint at a budget: not measured (never another budget's row)
+    rows = [r for r in rows if not (r["method"] == "pretrain_finetune" and r["budget"] == 100)]
+    first, second = gather(_results(tmp_path, rows, units))
+    assert not first.measured and "pretrain_finetune" in first.missing and second.measured
+
+
+def test_equal_compute_compares_gradient_checkpoints_under_transductive_batchnorm(tmp_path):
+    _, gather = _gather("At equal training seconds, gradient-based")
+    rows = [_row("09_maml", "maml", CIFAR, 60.0, budget=300),  # its own protocol: not the shared episodes
+            _row("09_maml", "maml_transductive_15q", CIFAR, 55.0, budget=300),
+            _row("00_background", "pretrain_finetune", CIFAR, 99.0, budget=300),
+            _row("00_background", "pretrain_finetune_transductive_15q", CIFAR, 50.0, budget=300)]
+    [e] = gather(_results(tmp_path, rows))
+    assert e.setting == "cifar_fs 5w1s at 300 s (maml)" and e.unpaired.mean == pytest.approx(5.0)
 
 
 def test_the_sinusoid_claims_read_mse_with_a_relative_margin(tmp_path):
     claim, gather = _gather("Reptile with k = 1 is joint training")
-    assert claim.relative_margin == claims.SINUSOID_RELATIVE_MARGIN == 0.1
+    assert claim.relative_margin == stats.SINUSOID_RELATIVE_MARGIN == 0.1
     rows = [_row("11_reptile", "reptile", (("sinusoid", None, 5)), value=2.9, ci95=0.05, metric="mse",
                  adapt_steps=k, inner_steps=1) for k in (1, 10)]
     rows += [_row("11_reptile", "joint", ("sinusoid", None, 5), value=2.8, ci95=0.05, metric="mse", adapt_steps=k,
@@ -707,7 +729,7 @@ class _Fixed:
         self.mean, self.half, self.df = mean, half, 100.0
 
     def interval(self, level: float = 0.95):
-        return claims.stats.Interval(self.mean, self.half, 100.0, 600, level=level)
+        return stats.Interval(self.mean, self.half, 100.0, 600, level=level)
 
 
 @pytest.mark.parametrize("mean, half, beats, matches", [
@@ -748,17 +770,6 @@ def test_drug_sizes_without_multitask_rows_are_skipped(tmp_path):
     evidence = claims._drugs(_results(tmp_path, rows), "fsmol", "delta_auprc", [(None, 16), (None, 32)])
     assert [(e.setting, e.note) for e in evidence] == [("fsmol k=32 (anil)", "anil chosen on val_delta_auprc 0.10, "
                                                                              "the only one with it")]
-
-
-def test_equal_compute_reads_only_chapter_14s_budget_rows(tmp_path):
-    _, gather = _gather("At equal training examples, metric-based")
-    rows = [_row("14_summary", "protonet", value=80.0), _row("04_prototypical_networks", "protonet", budget=8000),
-            _row("14_summary", "protonet", value=81.0, budget=8000),
-            _row("14_summary", "relation_net", value=82.0, budget=8000),
-            _row("14_summary", "pretrain_finetune", value=79.0, budget=8000)]
-    [e] = gather(_results(tmp_path, rows))
-    assert (e.setting, e.dataset, e.measured) == ("omniglot 5w1s at 8,000 examples", "omniglot", False)
-    assert e.missing == "no val_accuracy row for relation_net, protonet: the best cannot be chosen on validation"
 
 
 def test_budget_of_rows_without_budget_columns_or_seeds():
@@ -912,12 +923,25 @@ def test_qualified_and_hand_built_rows_find_their_seeds(tmp_path):
     assert other.budget(pd.Series({**bare, "scale": "paper"})).seeds == (7, 8)
 
 
+def test_versus_baseline_reads_the_named_baseline_at_the_same_protocol(tmp_path):
+    rows = [_row("09_maml", "maml_transductive_15q", value=60.0),
+            _row("00_background", "nearest_centroid_transductive_15q", value=57.0),
+            _row("00_background", "pretrain_finetune_transductive_15q", value=50.0),
+            _row("00_background", "nearest_centroid", value=10.0)]
+    r = _results(tmp_path, rows)
+    maml = r.row("09_maml", "maml_transductive_15q", *OMNIGLOT)
+    assert r.versus_baseline("s", maml, "maml").unpaired.mean == pytest.approx(10.0)
+    assert r.versus_baseline("s", maml, "maml", baseline="nearest_centroid").unpaired.mean == pytest.approx(3.0)
+    e = r.versus_baseline("s", maml, "maml", baseline="nearest_centroid", notebook="04_x")
+    assert not e.measured and e.missing.startswith("no nearest_centroid_transductive_15q row in 04_x")
+
+
 def test_judge_all_tabulates_budgets_seeds_and_margins_and_counts_verdicts(tmp_path):
     rows = [_row("10_fomaml", "fomaml_transductive_15q", value=90.0, seed=s, steps=500) for s in (0, 1)]
     rows += [_row("09_maml", "maml_transductive_15q", value=90.2, seconds=180.0)]
     table = claims.judge_all(_results(tmp_path, rows))
     assert list(table.columns) == ["chapter", "claim", "experiment", "rule", "verdict", "margin", "budget_a",
-                                   "budget_b", "seeds_a", "seeds_b", "evidence"]
+                                   "budget_b", "seeds_a", "seeds_b", "evidence", "missing"]
     assert len(table) == len(claims.CLAIMS)
     fomaml = table[table.claim.str.startswith("First-order MAML")].iloc[0]
     assert fomaml.verdict == "holds" and fomaml.margin == "±1 (omniglot), ±2 (cifar_fs)"
@@ -929,7 +953,10 @@ def test_judge_all_tabulates_budgets_seeds_and_margins_and_counts_verdicts(tmp_p
                                       "it in 0, unreachable in 0, inconclusive in 0 (omniglot 5w1s -0.20 ± ")
     rest = table[~table.claim.str.startswith("First-order MAML")]
     assert set(rest.verdict) == {"not measured"} and set(rest.budget_b) == {"–"}
-    assert table.iloc[0].evidence == "its rows are not in results.csv"
+    assert table.iloc[0].evidence == table.iloc[0].missing == "its rows are not in results.csv" and fomaml.missing == ""
+    # a measured claim with a setting not measured names why: here MAML vs pre-training without the transductive row
+    maml = table[table.claim.str.startswith("MAML beats pre-training + fine-tuning")].iloc[0]
+    assert maml.verdict == "not measured" and "no pretrain_finetune_transductive_15q row" in maml.missing
     counts = claims.count_verdicts(table)
     assert list(counts) == list(claims.VERDICTS) and counts["holds"] == 1
     assert counts["not measured"] == len(claims.CLAIMS) - 1 and sum(counts.values()) == len(claims.CLAIMS)
@@ -972,7 +999,7 @@ def test_bad_claims_are_refused():
         judge(_claim("matches"), [Evidence("fsmol k=16", "fsmol", _episodes(0))])
     with pytest.raises(ValueError, match="confidence level"):
         Unpaired(0.0, 1.0, 10.0).interval(1.0)
-    assert claims.MARGINS == {"omniglot": 1.0, "cifar_fs": 2.0}
+    assert stats.MARGINS == {"omniglot": 1.0, "cifar_fs": 2.0}
     assert _claim("beats").budget == ""
 
 

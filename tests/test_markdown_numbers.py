@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 # chapters whose prose is still typed, each with what converts it (strict: the test fails once it passes, so the
 # entry must then go)
-TYPED = {"14_summary": "its prose, counts and cards are rendered from the claims module's rewrite (issue 43)"}
+TYPED: dict[str, str] = {}
 SOURCES = [pytest.param(p, id=p.stem, marks=[pytest.mark.xfail(strict=True, reason=TYPED[p.stem])] if p.stem in TYPED
                         else []) for p in NOTEBOOKS]
 

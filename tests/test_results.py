@@ -128,6 +128,24 @@ def test_episodes_files_carry_training_seeds_and_pair_only_like_draws(tmp_path) 
         results.read_episodes(path, "maml", "tox21", 2, 10, seed=0, episode_seed=0, queries=None, data="t")
 
 
+def test_episodes_files_tell_a_runs_checkpoints_at_each_budget_apart(tmp_path) -> None:
+    """A checkpoint's units (a sixth key item: its budget) are read by budget; the model trained to its end has
+    none; a file written before the budget column reads as having none."""
+    units = {("protonet", "cifar_fs", 5, 1, 0): [50.0, 60.0], ("protonet", "cifar_fs", 5, 1, 0, 100): [40.0, 45.0],
+             ("protonet", "cifar_fs", 5, 1, 0, 600): [48.0, 58.0]}
+    path = results.write_episodes("04_p", units, tmp_path, episode_seed=0, queries=15, data={"cifar_fs": "c"})
+    drawn = dict(seed=0, episode_seed=0, queries=15, data="c")
+    assert results.read_episodes(path, "protonet", "cifar_fs", 5, 1, **drawn).tolist() == [50.0, 60.0]
+    for budget in (100, 600):
+        got = results.read_episodes(path, "protonet", "cifar_fs", 5, 1, budget=budget, **drawn)
+        assert got.tolist() == units[("protonet", "cifar_fs", 5, 1, 0, budget)]
+    with pytest.raises(ValueError, match="budget 300"):
+        results.read_episodes(path, "protonet", "cifar_fs", 5, 1, budget=300, **drawn)
+    old = pd.read_csv(path)
+    old[old.budget.isna()].drop(columns="budget").to_csv(path, index=False)
+    assert results.read_episodes(path, "protonet", "cifar_fs", 5, 1, **drawn).tolist() == [50.0, 60.0]
+
+
 def test_write_read_round_trip_and_collect(tmp_path) -> None:
     rows = [_row(), _row(shots=5, value=99.5, train_seconds=12.5),
             _row(method="maml", variant="torchmeta", metric="seconds_per_step", value=0.3, ci95=None, n_test=None,

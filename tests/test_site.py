@@ -15,7 +15,7 @@ import nbformat
 import pandas as pd
 import pytest
 
-from metalearn.study import site
+from metalearn.study import claims, site
 
 ROOT = Path(__file__).resolve().parents[1]
 REPORTS = ROOT / "reports"
@@ -74,6 +74,63 @@ def test_readme_model_sizes_are_generated_from_the_models(tmp_path: Path) -> Non
     (tmp_path / "01_x" / "b.pt").write_bytes(b"0" * 500_000)
     table = site.model_sizes_table(tmp_path, budget_mb=80)
     assert "| 01_x | 2 | 2.5 | a (2.0 MB) |" in table and table.endswith("| all | 2 | 2.5 | budget 80 MB |")
+
+
+def _reports(tmp_path: Path, chapters: dict[str, str]) -> Path:
+    """A reports folder with an executed notebook (just its title) for each of ``chapters``."""
+    (tmp_path / "notebooks").mkdir()
+    for chapter, heading in chapters.items():
+        nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(f"# {heading}")]),
+                       tmp_path / "notebooks" / f"{chapter}.ipynb")
+    return tmp_path
+
+
+def _result(notebook: str, method: str, dataset: str, ways: int | None, shots: int | None, value: float,
+            metric: str = "accuracy", **extra: object) -> dict[str, object]:
+    row: dict[str, object] = {"notebook": notebook, "method": method, "variant": None, "trained_on": None,
+                              "dataset": dataset, "ways": ways, "shots": shots, "adapt_steps": None, "instance": None,
+                              "metric": metric, "value": value, "ci95": 0.4, "n_test": 600, "scale": "study"}
+    return row | extra
+
+
+def test_index_sets_each_headline_beside_its_papers_number(tmp_path: Path) -> None:
+    reports = _reports(tmp_path, {"02_relation_network": "02 · Relation Networks", "04_prototypical_networks":
+                                  "04 · Prototypical Networks", "06_mann": "06 · MANN", "08_hypernetworks": "08 · H"})
+    results = pd.DataFrame([_result("04_prototypical_networks", "protonet", "omniglot", 5, 1, 97.52),
+                            _result("04_prototypical_networks", "protonet", "cifar_fs", 5, 5, 73.91),
+                            _result("02_relation_network", "relation_net", "omniglot", 20, 1, 92.5),
+                            _result("06_mann", "mann", "omniglot", 5, None, 75.6, "instance_accuracy", instance=2),
+                            _result("08_hypernetworks", "hypernet", "omniglot", 5, 1, 96.7)])
+    index = site.index_page(results, reports)
+    # the chapter's own entry (papers.lookup): Snell et al.'s 98.8, Bertinetto et al.'s 72.0, Santoro's 2nd instance
+    assert "<td>omniglot 5w1s</td><td>97.5 ± 0.4</td><td>98.8</td>" in index
+    assert "<td>cifar_fs 5w5s</td><td>73.9 ± 0.4</td><td>72</td>" in index
+    assert "<td>omniglot 5-way instance 2</td><td>75.6 ± 0.4</td><td>82.8</td>" in index
+    # a plain row whose paper measured transductively: beside it, not comparable (papers.reference_for)
+    assert "<td>omniglot 20w1s</td><td>92.5 ± 0.4</td><td>97.6 n.c.</td>" in index
+    # no paper reports few-shot hypernetworks
+    assert "<td>omniglot 5w1s</td><td>96.7 ± 0.4</td><td>–</td>" in index
+    assert "<th>setting</th><th>ours</th><th>paper</th>" in index
+
+
+def test_paper_number_needs_the_chapters_own_entry_or_its_home_rows() -> None:
+    row = pd.Series(_result("13_drug_discovery", "maml", "fsmol", None, 16, 0.151, "delta_auprc"))
+    assert site.paper_number(row, "13_drug_discovery").value == 0.165
+    assert site.paper_number(row.copy().replace({"fsmol": "tox21"}), "13_drug_discovery") is None
+    plain = pd.Series(_result("13_drug_discovery", "maml", "omniglot", 5, 1, 90.0))
+    assert site.paper_number(plain, "13_drug_discovery") is None  # maml's home rows are 09's, not 13's
+    assert site.paper_number(plain, "09_maml").comparable is False  # Finn et al. measured transductively
+
+
+def test_the_summary_card_counts_the_claims_by_verdict(tmp_path: Path) -> None:
+    reports = _reports(tmp_path, {"14_summary": "14 · Summary"})
+    results = pd.read_csv(REPORTS / "results.csv")
+    counts = claims.count_verdicts(claims.judge_all(claims.Results(results, reports / "episodes")))
+    assert sum(counts.values()) == len(claims.CLAIMS) and site.claim_counts(results, reports) == counts
+    index = site.index_page(results, reports)
+    card = index.split('href="site/14_summary.html"', 1)[1].split("</section>", 1)[0]
+    assert "<th>verdict</th><th>claims</th>" in card
+    assert re.findall(r"<tr><td>([^<]+)</td><td>(\d+)</td></tr>", card) == [(k, str(n)) for k, n in counts.items()]
 
 
 def test_index_links_every_chapter_and_the_plots_page() -> None:

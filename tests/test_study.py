@@ -22,6 +22,7 @@ from metalearn.study.experiment import (
     extrapolations,
     fit,
     fit_refit,
+    fit_snapshots,
     floor_extrapolations,
     paper_comparison,
     paper_summary,
@@ -129,6 +130,36 @@ def test_fit_with_validation_is_stored_and_reused(omniglot_train, omniglot_test,
     assert "validation.episodes changed" in capsys.readouterr().out
     with pytest.raises(TypeError, match="settings must be the trainer's settings dataclass"):
         fit("p", ProtoNet(Conv4()), EpisodeSampler(small, 5, 1, 2), 6, train_episodic, {"lr": 1e-3}, ctx)
+
+
+def test_fit_snapshots_are_the_fits_of_their_lengths_stored_and_reused(omniglot_train, omniglot_test, tmp_path,
+                                                                       capsys):
+    """One run's checkpoints at steps 3 and 6 are the models that fits of 3 and 6 steps give (selection on the same
+    validation checks), stored as <name>@<step>, reused while unchanged, and their budgets read back (examples)."""
+    from metalearn.study.experiment import budget
+
+    small = ClassDataset(omniglot_train.images[:30], omniglot_train.class_names[:30], "small")
+    val = Validation(EpisodeSampler(omniglot_test, 5, 1, 2), predictor, episodes=4, every=3)
+    sampler, ctx = EpisodeSampler(small, 5, 1, 2), FitContext("nb", 0, models_dir=str(tmp_path))
+    torch.manual_seed(0)
+    snaps = fit_snapshots("p", ProtoNet(Conv4()), sampler, (6, 3), train_episodic, Episodic(), ctx, val)
+    assert sorted(snaps) == [3, 6] and (tmp_path / "nb" / "p@3.pt").exists() and (tmp_path / "nb" / "p@6.pt").exists()
+    for steps in (3, 6):
+        torch.manual_seed(0)
+        single = ProtoNet(Conv4())
+        curve, _ = fit(f"single{steps}", single, sampler, steps, train_episodic, Episodic(), ctx, val)
+        model, snap_curve, seconds = snaps[steps]
+        for (name, a), b in zip(single.state_dict().items(), model.state_dict().values(), strict=True):
+            torch.testing.assert_close(b, a, rtol=0, atol=0, msg=f"{name}: checkpoint {steps} differs")
+        assert budget(snap_curve, seconds)["train_examples"] == budget(curve, 0)["train_examples"] == steps * 5 * 3
+    capsys.readouterr()
+    torch.manual_seed(0)
+    again = fit_snapshots("p", ProtoNet(Conv4()), sampler, (3, 6), train_episodic, Episodic(), ctx, val)
+    assert "reused its checkpoints" in capsys.readouterr().out
+    assert all(torch.equal(a, b) for s in (3, 6) for a, b in zip(
+        again[s][0].state_dict().values(), snaps[s][0].state_dict().values(), strict=True))
+    with pytest.raises(ValueError, match="snapshots must be distinct"):
+        fit_snapshots("p", ProtoNet(Conv4()), sampler, (3, 3), train_episodic, Episodic(), ctx, val)
 
 
 def test_fit_refit_trains_the_final_model_for_the_chosen_length_on_more_classes(omniglot_train, omniglot_test):

@@ -11,7 +11,7 @@ from metalearn.core.models import Conv4
 from metalearn.core.train import DEADLINE_ENV, BudgetExhausted, NonFiniteLoss, RunOptions, lr_scheduler, step_seed, train
 
 
-def _run(omniglot_train, ckpt, steps=12, interrupt_at=None, nan_at=None, validate=None):
+def _run(omniglot_train, ckpt, steps=12, interrupt_at=None, nan_at=None, validate=None, snapshots=()):
     torch.manual_seed(0)
     model = torch.nn.Sequential(Conv4(), torch.nn.Dropout(0.3), torch.nn.Linear(64, 5))  # dropout: global RNG
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -32,7 +32,7 @@ def _run(omniglot_train, ckpt, steps=12, interrupt_at=None, nan_at=None, validat
         return loss, {"accuracy": (logits.argmax(1) == batch[1]).float().mean().item()}
 
     run = RunOptions(seed=3, checkpoint=ckpt, checkpoint_every=5, log_every=2, validate=validate,
-                     validate_every=3 if validate else 0, progress=False)
+                     validate_every=3 if validate else 0, progress=False, snapshots=snapshots)
     result = train(model, loss_fn, batch_fn, steps, opt, run, sched, examples=2 * 5 * 2)  # 2 tasks x 5 ways x 2 queries
     return model, result
 
@@ -142,6 +142,33 @@ def test_validation_keeps_the_best_step_and_survives_a_resume(omniglot_train, tm
     assert resumed_res.resumed_from == 5 and _timeless(resumed_res.validation) == _timeless(full_res.validation)
     assert resumed_res.best_step == best and all(torch.equal(a, b) for a, b in zip(
         full.state_dict().values(), resumed.state_dict().values(), strict=True))
+
+
+@pytest.mark.parametrize("validate", [None, _head_score])
+def test_snapshots_are_the_runs_stopped_there_and_survive_a_resume(omniglot_train, tmp_path, validate):
+    """One run's snapshots at steps 4 and 7 are the weights that runs of 4 and 7 steps end with (the best validated
+    so far when validating: a snapshot step is also a check), and a resume after step 5 keeps the first one."""
+    with pytest.raises(KeyboardInterrupt):
+        _run(omniglot_train, tmp_path / "a.pt", interrupt_at=7, validate=validate, snapshots=(4, 7))
+    _, res = _run(omniglot_train, tmp_path / "a.pt", validate=validate, snapshots=(4, 7))
+    assert res.resumed_from == 5 and sorted(res.snapshots) == [4, 7]
+    if validate is not None:
+        assert [v["step"] for v in res.validation] == [3, 4, 6, 7, 9, 12]
+    for step in (4, 7):
+        snap = res.snapshots[step]
+        assert snap["examples"] == 20 * step and snap["seconds"] > 0
+        short, _ = _run(omniglot_train, tmp_path / f"s{step}.pt", steps=step, validate=validate)
+        for (name, a), b in zip(short.state_dict().items(), snap["state"].values(), strict=True):
+            torch.testing.assert_close(b, a, rtol=0, atol=0, msg=f"{name}: snapshot {step} is not that run's end")
+    assert res.snapshots[4]["seconds"] <= res.snapshots[7]["seconds"]
+
+
+def test_snapshots_must_be_increasing_steps_of_the_run():
+    model = torch.nn.Linear(1, 1)
+    for bad in ((0,), (3, 2), (2, 2), (5,)):
+        with pytest.raises(ValueError, match="snapshots"):
+            train(model, None, None, 4, torch.optim.SGD(model.parameters(), 0.1), RunOptions(seed=0, snapshots=bad),
+                  examples=1)
 
 
 def test_learning_rate_schedules():

@@ -49,8 +49,8 @@ INT_COLUMNS = ("ways", "shots", "adapt_steps", "meta_batch", "inner_steps", "ins
 STR_COLUMNS = ("notebook", "method", "variant", "trained_on", "dataset", "metric", "scale", "device")
 # What tells apart the rows of one method in one setting: the implementation, the training set under task shift,
 # adaptation steps at test time, the meta-batch and inner steps of a timed (or trained) meta-step, and the
-# presentation of a class in a sequence (Santoro et al.'s per-instance accuracy), and the training budget (examples
-# seen) of a checkpoint taken at a fixed budget (the families at equal compute).
+# presentation of a class in a sequence (Santoro et al.'s per-instance accuracy), and the training budget of a
+# checkpoint taken at a fixed budget (the families at equal compute: nominal seconds on the study's machine).
 QUALIFIERS = ("variant", "trained_on", "adapt_steps", "meta_batch", "inner_steps", "instance", "budget")
 # Columns a rows file written before they existed may lack (read as <NA>): the qualifiers and the budget's units.
 OPTIONAL_COLUMNS = (*QUALIFIERS, "train_steps", "train_examples")
@@ -114,10 +114,12 @@ def row(notebook: str, method: str, dataset: str, ways: int | None, shots: int |
     the model was trained on when it is not ``dataset``: task shift), ``adapt_steps`` (SGD steps on the support set
     at test time), ``meta_batch`` and ``inner_steps`` (tasks per meta-step and inner-loop steps per task of a timed
     or trained meta-step), ``instance`` (the n-th presentation of a class in a sequence: the rows of metric
-    ``instance_accuracy``, and only those), ``budget`` (the examples seen by a checkpoint taken at a fixed training
-    budget). ``seed`` is the training seed of the model (a method trained with several seeds has one row each);
-    ``train_seconds``, ``train_steps`` and ``train_examples`` are its training budget (measured seconds, optimiser
-    steps, examples seen: the deterministic unit). ``TypeError`` on a wrong type, ``ValueError`` on a wrong value."""
+    ``instance_accuracy``, and only those), ``budget`` (a checkpoint taken at a fixed training budget: its nominal
+    seconds on the study's machine, whose deterministic unit is the steps at the method's stated pace; the measured
+    seconds are ``train_seconds``). ``seed`` is the training seed of the model (a method trained with several seeds
+    has one row each); ``train_seconds``, ``train_steps`` and ``train_examples`` are its training budget (measured
+    seconds, optimiser steps, examples seen: the deterministic unit). ``TypeError`` on a wrong type, ``ValueError``
+    on a wrong value."""
     if not isinstance(method, str) or not METHOD_ID.match(method):
         raise ValueError(f"method must be a plain identifier ({METHOD_ID.pattern}), got {method!r}; settings go to "
                          f"their own columns ({', '.join(QUALIFIERS)})")
@@ -228,45 +230,53 @@ def write_metrics(notebook: str, rows: list[dict], out_dir: Path, *, curves: pd.
     return paths
 
 
-EPISODE_COLUMNS = ["method", "dataset", "ways", "shots", "seed", "episode_seed", "queries", "data", "metric", "unit",
-                   "value"]
-UnitKey = tuple[str, str, int | None, int | None, int]  # (method, dataset, ways, shots, training seed)
+EPISODE_COLUMNS = ["method", "dataset", "ways", "shots", "seed", "budget", "episode_seed", "queries", "data", "metric",
+                   "unit", "value"]
+# (method, dataset, ways, shots, training seed), and the budget of a checkpoint taken at a fixed budget
+UnitKey = tuple[str, str, int | None, int | None, int] | tuple[str, str, int | None, int | None, int, int | None]
 
 
 def write_episodes(notebook: str, per_unit: Mapping[UnitKey, Any], out_dir: Path, *, episode_seed: int,
                    queries: int | None, data: Mapping[str, str], metric: str | Mapping[str, str] = "accuracy") -> Path:
     """Write ``out_dir/episodes/<notebook>.csv`` (atomically): for each ``(method, dataset, ways, shots, seed)``
-    (``seed``: the model's training seed), its value on every test unit (an array ``[units]``, or an object with
-    ``per_episode``): the accuracy of each test episode, or (``metric`` ``roc_auc`` / ``delta_auprc``, one per data
-    set as a mapping) each test assay's mean over its support draws. With the units' draw: ``episode_seed``,
-    ``queries`` (None where there are none) and the test data's digest ``data[dataset]``, which a reader checks
-    before pairing."""
+    (``seed``: the model's training seed; a sixth item: the ``budget`` of a checkpoint), its value on every test
+    unit (an array ``[units]``, or an object with ``per_episode``): the accuracy of each test episode, or (``metric``
+    ``roc_auc`` / ``delta_auprc``, one per data set as a mapping) each test assay's mean over its support draws. With
+    the units' draw: ``episode_seed``, ``queries`` (None where there are none) and the test data's digest
+    ``data[dataset]``, which a reader checks before pairing."""
     frames = []
-    for (method, dataset, ways, shots, seed), res in per_unit.items():
+    for key, res in per_unit.items():
+        method, dataset, ways, shots, seed, budget = (*key, None) if len(key) == 5 else key
         values = getattr(res, "per_episode", res)
         frames.append(pd.DataFrame({
-            "method": method, "dataset": dataset, "ways": ways, "shots": shots, "seed": seed,
+            "method": method, "dataset": dataset, "ways": ways, "shots": shots, "seed": seed, "budget": budget,
             "episode_seed": episode_seed, "queries": queries, "data": data[dataset],
             "metric": metric if isinstance(metric, str) else metric[dataset], "unit": range(len(values)),
             "value": values}))
     path = Path(out_dir) / "episodes" / f"{notebook}.csv"
     with atomic_path(path) as tmp:
         table = pd.concat(frames, ignore_index=True)[EPISODE_COLUMNS]
-        table.astype({c: "Int64" for c in ("ways", "shots", "queries")}).to_csv(tmp, index=False)
+        table.astype({c: "Int64" for c in ("ways", "shots", "budget", "queries")}).to_csv(tmp, index=False)
     return path
 
 
 def read_episodes(path: Path, method: str, dataset: str, ways: int | None, shots: int | None, *, seed: int,
-                  episode_seed: int, queries: int | None, data: str, metric: str = "accuracy") -> Any:
-    """The per-unit values ``[n]`` of ``method``'s model of training seed ``seed`` in one setting from a
-    :func:`write_episodes` file; a ``ValueError`` names what differs if its units were not drawn like ours
-    (episode seed, queries, test data, metric)."""
-    table = pd.read_csv(path, dtype={c: "Int64" for c in ("ways", "shots", "seed", "episode_seed", "queries")})
+                  episode_seed: int, queries: int | None, data: str, metric: str = "accuracy",
+                  budget: int | None = None) -> Any:
+    """The per-unit values ``[n]`` of ``method``'s model of training seed ``seed`` (its checkpoint at ``budget``,
+    where given) in one setting from a :func:`write_episodes` file; a ``ValueError`` names what differs if its units
+    were not drawn like ours (episode seed, queries, test data, metric). A file written before the ``budget`` column
+    reads it as empty."""
+    table = pd.read_csv(path, dtype={c: "Int64" for c in ("ways", "shots", "seed", "budget", "episode_seed",
+                                                          "queries")})
+    if "budget" not in table.columns:
+        table.insert(EPISODE_COLUMNS.index("budget"), "budget", pd.Series(pd.NA, index=table.index, dtype="Int64"))
     if list(table.columns) != EPISODE_COLUMNS:
         raise ValueError(f"{path}: not an episodes file (columns {EPISODE_COLUMNS}); re-run its chapter")
     part = table[(table.method == method) & (table.dataset == dataset) & _same(table.ways, ways)
-                 & _same(table.shots, shots) & (table.seed == seed)]
-    what = f"{method} (training seed {seed}) on {dataset} {setting_key(ways, shots)}"
+                 & _same(table.shots, shots) & (table.seed == seed) & _same(table.budget, budget)]
+    what = (f"{method} (training seed {seed}{'' if budget is None else f', budget {budget}'}) on {dataset} "
+            f"{setting_key(ways, shots)}")
     if part.empty:
         raise ValueError(f"{path} has no units of {what}; run its chapter first")
     drawn = {"episode_seed": episode_seed, "queries": queries, "data": data, "metric": metric}

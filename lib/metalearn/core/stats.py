@@ -87,6 +87,13 @@ def crossed_interval(values: np.ndarray, level: float = 0.95) -> Interval:
     return Interval(float(grand), half, float(df), e, s, level)
 
 
+# The equivalence margins of every "A matches B" verdict, one home for the chapters and the summary's claims:
+# points of accuracy by data set (±1 on Omniglot, ±2 on CIFAR-FS), and for a sinusoid MSE ±10% of the comparator's
+# value. (An absolute 0.05 MSE was out of reach: the 90% half-width of a difference is about 0.32 at 600 tasks.)
+MARGINS = {"omniglot": 1.0, "cifar_fs": 2.0}
+SINUSOID_RELATIVE_MARGIN = 0.10
+
+
 def beats(differences: np.ndarray, level: float = 0.95) -> tuple[str, Interval]:
     """The rule for "A beats B" on paired differences A − B (``[n]`` or ``[seeds, n]``): ``"A"`` if the interval
     lies above 0, ``"B"`` if below, ``"neither"`` if it covers 0; with the interval."""

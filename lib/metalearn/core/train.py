@@ -16,6 +16,10 @@ method's trainer), so a run's budget has a deterministic unit, ``steps × exampl
 Time budget: when the environment variable ``METALEARN_DEADLINE`` (a Unix time, set by
 ``python -m metalearn.study.pipeline ... --minutes M``) has passed, a run saves its state after the current step
 and raises :class:`BudgetExhausted`; run again, it continues from there. Every call makes at least one step.
+
+Snapshots (equal-compute comparisons): with ``snapshots`` (steps), the weights the run would end with if it stopped at
+each of those steps (the best validated so far, validated at that step too, or the current ones) are kept in
+``TrainResult.snapshots``, so one run gives its checkpoints at several budgets.
 """
 
 from __future__ import annotations
@@ -89,6 +93,7 @@ class TrainResult:
     resumed_from: int = 0
     validation: list[dict[str, float]] = field(default_factory=list)  # rows of step, seconds, val_accuracy
     best_step: int | None = None  # the step whose weights the model ends with (with validation)
+    snapshots: dict[int, dict[str, Any]] = field(default_factory=dict)  # step -> examples, seconds, best_step, state
 
 
 @dataclass(frozen=True)
@@ -105,6 +110,7 @@ class RunOptions:
     validate_every: int = 0
     desc: str = "train"
     progress: bool = True
+    snapshots: tuple[int, ...] = ()
 
 
 S_contra = TypeVar("S_contra", contravariant=True)
@@ -177,6 +183,9 @@ def train(model: M, loss_fn: StepFn[M], batch_fn: BatchFn, steps: int, optimizer
         raise ValueError("checkpoint_every and log_every must be positive")
     if validate is not None and validate_every <= 0:
         raise ValueError(f"validate_every must be positive when validating, got {validate_every}")
+    snapshots = run.snapshots
+    if list(snapshots) != sorted(set(snapshots)) or any(not 1 <= s <= steps for s in snapshots):
+        raise ValueError(f"snapshots must be increasing steps in [1, {steps}], got {snapshots}")
     device = next(model.parameters()).device
     if device.type == "cuda":  # bit-identical resumes on a GPU too (a little slower)
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
@@ -193,6 +202,7 @@ def train(model: M, loss_fn: StepFn[M], batch_fn: BatchFn, steps: int, optimizer
         result = TrainResult(state["history"], state["seconds"], resumed_from=start)
         running, count = state["running"], state["count"]  # a checkpoint may fall between two log rows
         result.validation, best = state.get("validation", []), state.get("best")
+        result.snapshots = state.get("snapshots", {})
         if state.get("device", device.type) != device.type:
             print(f"{desc}: resuming on {device.type} a run saved on {state['device']}: it will not be bit-identical "
                   "to a run never stopped")
@@ -208,7 +218,8 @@ def train(model: M, loss_fn: StepFn[M], batch_fn: BatchFn, steps: int, optimizer
         state = {"device": device.type, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                  "scheduler": scheduler.state_dict() if scheduler is not None else None,
                  "step": step, "history": result.history, "seconds": result.seconds,
-                 "running": running, "count": count, "validation": result.validation, "best": best}
+                 "running": running, "count": count, "validation": result.validation, "best": best,
+                 "snapshots": result.snapshots}
         with atomic_path(Path(checkpoint)) as tmp:
             torch.save(state, tmp)
 
@@ -246,9 +257,17 @@ def train(model: M, loss_fn: StepFn[M], batch_fn: BatchFn, steps: int, optimizer
             result.history.append(row)
             bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k != "step"}, refresh=False)
             running, count = {}, 0
-        if validate is not None and ((step + 1) % validate_every == 0 or step + 1 == steps):
+        snapshot = step + 1 in snapshots
+        if validate is not None and ((step + 1) % validate_every == 0 or step + 1 == steps or snapshot):
             result.seconds += time.perf_counter() - t0  # validation time is not training time
             best = _validate_step(model, validate, step + 1, (step + 1) * examples, result, best)
+            t0 = time.perf_counter()
+        if snapshot:  # the weights a run stopped here would end with (not training time either)
+            result.seconds += time.perf_counter() - t0
+            weights = best["state"] if best is not None else model.state_dict()
+            result.snapshots[step + 1] = {"examples": (step + 1) * examples, "seconds": round(result.seconds, 2),
+                                          "best_step": best["step"] if best is not None else None,
+                                          "state": {k: v.detach().clone() for k, v in weights.items()}}
             t0 = time.perf_counter()
         out_of_time = stop_at is not None and time.time() >= stop_at and step + 1 < steps
         if ((step + 1) % checkpoint_every == 0 and step + 1 < steps) or out_of_time:

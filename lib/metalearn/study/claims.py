@@ -4,8 +4,8 @@ A claim compares A with B in each setting it is tested in, under one of two rule
 
     "beats"    A beats B in a setting when the 95% interval of A − B lies above 0 (below 0: B beats A).
     "matches"  A matches B within ±m when the 90% interval of A − B lies inside (−m, +m): two one-sided tests at 5%.
-               The margin is the claim's, by data set (:data:`MARGINS`: 1 point on Omniglot, 2 on CIFAR-FS) or as a
-               fraction of B's value. An interval that merely covers 0 is "inconclusive", never a match; a setting
+               The margin is the claim's, by data set (``stats.MARGINS``: 1 point on Omniglot, 2 on CIFAR-FS) or
+               as a fraction of B's value. An interval that merely covers 0 is "inconclusive", never a match; a setting
                whose 90% half-width is already ≥ m cannot show a match at its sample size: it is "unreachable"
                (counted apart, never a pass and never "different").
 
@@ -48,17 +48,11 @@ import pandas as pd
 from scipy import stats as sps
 
 from metalearn.core import stats
+from metalearn.core.results import EPISODE_COLUMNS, QUALIFIERS
 from metalearn.study import papers
 
 RULES = ("beats", "matches")
 BEATS_LEVEL, MATCHES_LEVEL = 0.95, 0.90  # "beats": a 95% interval; "matches": TOST at 5%, i.e. a 90% interval
-# the equivalence margins of "matches" claims, points of accuracy by data set (issue: ±1 on Omniglot, ±2 on CIFAR-FS)
-MARGINS = {"omniglot": 1.0, "cifar_fs": 2.0}
-# "Reptile with k = 1 is joint training" (sinusoid MSE): within ±10% of joint training's MSE after the same test
-# steps. An absolute 0.05 was out of reach (the 90% half-width of the difference is about 0.32 at 600 tasks); 10% of
-# an MSE near 2.6-2.9 is about 0.27, still just below that half-width, so the setting reads "unreachable" until more
-# test tasks or seeds narrow it.
-SINUSOID_RELATIVE_MARGIN = 0.10
 # the kinds of verdict a claim gets, in the order the summary counts them (:func:`count_verdicts`)
 VERDICTS = ("holds", "holds in k of n", "does not hold here", "inconclusive here", "unreachable", "not measured")
 Z975 = float(sps.norm.ppf(0.975))
@@ -267,7 +261,7 @@ class Claim:
     rule: str
     experiment: str
     budget: str = ""
-    margins: Mapping[str, float] = field(default_factory=lambda: dict(MARGINS))
+    margins: Mapping[str, float] = field(default_factory=lambda: dict(stats.MARGINS))
     relative_margin: float | None = None
 
     def __post_init__(self) -> None:
@@ -454,13 +448,11 @@ def paired_evidence(setting: str, dataset: str, a: np.ndarray, b: np.ndarray) ->
 # ---------------------------------------------------------------------------------------------------------------------
 # The rows the claims read: the results table and every chapter's per-unit scores
 # ---------------------------------------------------------------------------------------------------------------------
-UNIT_COLUMNS = ["method", "dataset", "ways", "shots", "seed", "episode_seed", "queries", "data", "metric", "unit",
-                "value"]
+UNIT_COLUMNS = EPISODE_COLUMNS  # the per-unit files' layout (metalearn.core.results)
 OLD_UNIT_COLUMNS = ["method", "dataset", "ways", "shots", "seed", "queries", "data", "episode", "accuracy"]
 DRAW = ("episode_seed", "queries", "data")  # what two rows' units must share to pair (with the metric and units)
 SETTINGS = [("omniglot", 5, 1), ("omniglot", 5, 5), ("omniglot", 20, 1), ("omniglot", 20, 5), ("cifar_fs", 5, 1),
             ("cifar_fs", 5, 5)]
-QUALIFIERS = ("variant", "trained_on", "adapt_steps", "meta_batch", "inner_steps", "instance", "budget")
 BUDGET_COLUMNS = ("train_seconds", "train_steps", "train_examples")
 IDENTITY = ("notebook", "method", "dataset", "ways", "shots", "metric", "scale", *QUALIFIERS)  # one row per seed
 
@@ -475,20 +467,24 @@ def read_units(path: Path) -> pd.DataFrame:
     """A chapter's per-unit scores (``reports/episodes/<notebook>.csv``) with the columns :data:`UNIT_COLUMNS`, read
     by name: ``seed`` the model's training seed, ``episode_seed`` the seed that drew the test episodes, ``queries``
     (may be empty), ``data`` the test data's digest, ``metric`` ("accuracy" per episode; "roc_auc" or "delta_auprc"
-    per assay), ``unit`` the episode or assay index. A file of the old layout (:data:`OLD_UNIT_COLUMNS`, whose
-    ``seed`` was the episodes' seed) reads as episode_seed = seed, training seed 0, metric accuracy, unit = episode,
-    value = accuracy."""
+    per assay), ``unit`` the episode or assay index, ``budget`` a checkpoint's training budget (empty for a model
+    trained to its end). A file of the old layout (:data:`OLD_UNIT_COLUMNS`, whose ``seed`` was the episodes' seed)
+    reads as episode_seed = seed, training seed 0, metric accuracy, unit = episode, value = accuracy; one written
+    before the budget column, with an empty budget."""
     t = pd.read_csv(path, dtype={"method": str, "dataset": str, "data": str, "metric": str})
     if list(t.columns) == OLD_UNIT_COLUMNS:
         t = t.rename(columns={"seed": "episode_seed", "episode": "unit", "accuracy": "value"})
         t = t.assign(seed=0, metric="accuracy")
+    if "budget" not in t.columns:
+        t["budget"] = pd.Series(pd.NA, index=t.index, dtype="Int64")
     missing = [c for c in UNIT_COLUMNS if c not in t.columns]
     if missing:
         raise ValueError(f"{path}: not a per-unit file (missing {missing}; columns {UNIT_COLUMNS})")
     return t[UNIT_COLUMNS]
 
 
-# (notebook, method, dataset, ways, shots, metric) -> draw (episode_seed, queries, data) -> training seed -> scores
+# (notebook, method, dataset, ways, shots, metric, budget) -> draw (episode_seed, queries, data) -> training seed
+# -> scores
 Units = dict[tuple, dict[tuple, dict[int, pd.Series]]]
 
 
@@ -513,12 +509,13 @@ class Results:
         self.units: Units = {}
         for path in sorted(Path(episodes_dir).glob("*.csv")) if episodes_dir else []:
             t = read_units(path)
-            for keys, g in t.groupby(["method", "dataset", "ways", "shots", "metric", *DRAW, "seed"], dropna=False):
-                method, dataset, ways, shots, metric, *draw, seed = (_key(k) for k in keys)
+            for keys, g in t.groupby(["method", "dataset", "ways", "shots", "metric", "budget", *DRAW, "seed"],
+                                     dropna=False):
+                method, dataset, ways, shots, metric, budget, *draw, seed = (_key(k) for k in keys)
                 scores = g.set_index("unit")["value"].sort_index()
                 if scores.index.duplicated().any():
                     raise ValueError(f"{path}: {method} {dataset} {ways}w{shots}s seed {seed} repeats a unit")
-                self.units.setdefault((path.stem, method, dataset, ways, shots, metric), {}).setdefault(
+                self.units.setdefault((path.stem, method, dataset, ways, shots, metric, budget), {}).setdefault(
                     tuple(draw), {})[int(seed)] = scores
 
     def rows(self, notebook: str, method: str, dataset: str, ways: int | None, shots: int | None,
@@ -598,12 +595,12 @@ class Results:
                                                                                        else ", the only one with it"))
 
     def _draws(self, row: pd.Series) -> dict[tuple, dict[int, pd.Series]]:
-        """The row's per-unit scores by draw and training seed (its seeds only); none for a qualified row (the
-        per-unit files do not tell qualified rows apart)."""
-        if any(_get(row, q) is not None for q in QUALIFIERS):
+        """The row's per-unit scores by draw and training seed (its seeds only); none for a row with a qualifier
+        other than ``budget`` (the per-unit files tell rows apart by their budget, not by the other qualifiers)."""
+        if any(_get(row, q) is not None for q in QUALIFIERS if q != "budget"):
             return {}
         key = tuple(_key(_get(row, c)) for c in ("notebook", "method", "dataset", "ways", "shots"))
-        draws = self.units.get((*key, _get(row, "metric", "accuracy")), {})
+        draws = self.units.get((*key, _get(row, "metric", "accuracy"), _key(_get(row, "budget"))), {})
         group = self.group(row)
         seeds = {int(s) for s in group.seed.dropna()} if "seed" in group.columns else set()
         return {draw: kept for draw, by_seed in draws.items()
@@ -639,19 +636,19 @@ class Results:
         return self.row(home(method), method + self.shared, *setting)
 
     def versus_baseline(self, setting: str, row: pd.Series, model: str, notebook: str = "00_background",
-                        note: str = "", **qualifiers: Any) -> Evidence:
-        """``row`` − pre-training + fine-tuning at the same BatchNorm protocol: the baseline's row whose id carries
-        the same suffix as ``row``'s after its ``model`` id (``maml_transductive_15q`` against
-        ``pretrain_finetune_transductive_15q``, ``protonet`` against ``pretrain_finetune``); not measured where
-        ``notebook`` has no such row (protocols are never mixed)."""
+                        note: str = "", baseline: str = "pretrain_finetune", **qualifiers: Any) -> Evidence:
+        """``row`` − a pre-trained baseline (``baseline``: fine-tuning, or ``nearest_centroid``) at the same BatchNorm
+        protocol: the baseline's row whose id carries the same suffix as ``row``'s after its ``model`` id
+        (``maml_transductive_15q`` against ``pretrain_finetune_transductive_15q``, ``protonet`` against
+        ``pretrain_finetune``); not measured where ``notebook`` has no such row (protocols are never mixed)."""
         if not str(row["method"]).startswith(model):
             raise ValueError(f"{row['method']} is not a row of the model {model}")
         suffix = str(row["method"])[len(model):]
-        base = self.row(notebook, "pretrain_finetune" + suffix, str(row["dataset"]), _key(_get(row, "ways")),
+        base = self.row(notebook, baseline + suffix, str(row["dataset"]), _key(_get(row, "ways")),
                         _key(_get(row, "shots")), **qualifiers)
         if base is None:
             return Evidence(setting, str(row["dataset"]), a=(self.budget(row),), note=note,
-                            missing=f"no pretrain_finetune{suffix} row in {notebook}, the same BatchNorm protocol as "
+                            missing=f"no {baseline}{suffix} row in {notebook}, the same BatchNorm protocol as "
                                     f"{row['method']}")
         return self.evidence(setting, row, base, note=note)
 
@@ -679,7 +676,7 @@ def _distinct(t: pd.DataFrame, columns: list[str]) -> list[tuple]:
     return [tuple(_key(x) for x in row) for row in t[columns].drop_duplicates().sort_values(columns).to_numpy()]
 
 
-def _family_candidates(r: Results, family: str, notebook: str | None = None) -> list[tuple[str, str, str]]:
+def family_candidates(r: Results, family: str, notebook: str | None = None) -> list[tuple[str, str, str]]:
     """``(notebook, method, model)`` for each method of a family: its home chapter's main row (``notebook``'s
     instead where given), a gradient-based method's row on the shared episodes (transductive BN)."""
     shared = r.shared if family == "gradient-based" else ""
@@ -691,7 +688,7 @@ def _family_vs_baseline(r: Results, family: str) -> list[Evidence]:
     same BatchNorm protocol."""
     out = []
     for s in SETTINGS:
-        best, model, note = r.choose(_family_candidates(r, family), s)
+        best, model, note = r.choose(family_candidates(r, family), s)
         if best is not None:
             out.append(r.versus_baseline(f"{label(s)} ({best['method']})", best, model, note=note))
         elif note:
@@ -699,25 +696,27 @@ def _family_vs_baseline(r: Results, family: str) -> list[Evidence]:
     return out
 
 
+# Each family's representative at equal compute: checkpoints of one run per training seed at nominal budgets (seconds
+# on the study's machine; the steps at the method's stated pace are the deterministic unit), written by its chapter
+# on CIFAR-FS 5w1s's shared test episodes, against chapter 00's pre-training checkpoints at the same budgets.
+REPRESENTATIVE = {"metric-based": "protonet", "model-based": "hypernet", "gradient-based": "maml"}
+
+
 def _equal_compute(r: Results, family: str) -> list[Evidence]:
-    """The family's representative − pre-training + fine-tuning at each equal training budget (chapter 14's rows with
-    the ``budget`` qualifier, in training examples), at the same BatchNorm protocol; chosen on validation where 14
-    wrote several of the family's methods at one budget."""
+    """The family's representative − pre-training + fine-tuning at each equal training budget (the rows with the
+    ``budget`` qualifier in the representative's chapter and in chapter 00), at the same BatchNorm protocol and on
+    the same test episodes: paired over training seeds and episodes."""
+    method = REPRESENTATIVE[family]
+    rows_of = method + (r.shared if family == "gradient-based" else "")
     t = r.table
-    t = t[(t.notebook == SUMMARY) & t.budget.notna() & (t.metric == "accuracy") & (t.scale == "study")]
+    t = t[(t.notebook == home(method)) & (t.method == rows_of) & t.budget.notna() & (t.metric == "accuracy")
+          & (t.scale == "study")]
     out = []
     for dataset, ways, shots, budget in _distinct(t, ["dataset", "ways", "shots", "budget"]):
-        s, where = (dataset, ways, shots), f"{label((dataset, ways, shots))} at {budget:,} examples"
-        candidates = [(SUMMARY, m + suffix, m) for m in FAMILY_OF[family] for suffix in ("", r.shared)]
-        present = [c for c in candidates if r.row(c[0], c[1], *s, budget=budget) is not None]
-        if len(present) == 1:
-            best, model, note = r.row(*present[0][:2], *s, budget=budget), present[0][2], "the family's row in 14"
-        else:
-            best, model, note = r.choose(present, s, budget=budget)
-        if best is not None:
-            out.append(r.versus_baseline(f"{where} ({best['method']})", best, model, SUMMARY, note, budget=budget))
-        elif note:
-            out.append(Evidence(where, str(dataset), missing=note))
+        row = r.row(home(method), rows_of, dataset, ways, shots, budget=budget)
+        if row is not None:
+            out.append(r.versus_baseline(f"{label((dataset, ways, shots))} at {budget:,} s ({method})", row, method,
+                                         budget=budget))
     return out
 
 
@@ -848,9 +847,10 @@ CLAIMS: list[tuple[Claim, Gather]] = [
              "pre-train + fine-tune", "beats", "the family's method chosen on validation vs pretrain_finetune at the "
              "same BatchNorm protocol, six settings"), partial(_family_vs_baseline, family=family))
       for family in FAMILY_OF],
-    *[(Claim("14", f"At equal training examples, {family} meta-learning beats pre-training + fine-tuning",
-             f"{family} at budget", "pre-train + fine-tune at budget", "beats",
-             "chapter 14's equal-compute checkpoints (budget qualifier), each budget and setting", "equal examples"),
+    *[(Claim("14", f"At equal training seconds, {family} meta-learning beats pre-training + fine-tuning",
+             f"{REPRESENTATIVE[family]} at budget", "pre-train + fine-tune at budget", "beats",
+             f"checkpoints of {REPRESENTATIVE[family]} ({home(REPRESENTATIVE[family])[:2]}) and pre-training (00) at "
+             "each nominal budget (budget qualifier), paired over seeds and shared episodes", "equal seconds"),
        partial(_equal_compute, family=family)) for family in FAMILY_OF],
     (Claim("04", "Training with more ways than at test time gives better embeddings", "60-way ProtoNet",
            "5-way ProtoNet", "beats", "60-way vs 5-way training, at equal episodes and at equal images"), _more_ways),
@@ -879,7 +879,7 @@ CLAIMS: list[tuple[Claim, Gather]] = [
            "FOMAML vs MAML, shared episodes, transductive BN", "equal meta-steps"),
      partial(_shared_pairs, a="fomaml", b="maml")),
     (Claim("11", "Reptile with k = 1 is joint training", "Reptile k = 1", "joint training", "matches",
-           "sinusoid MSE after 1 and 10 test steps", relative_margin=SINUSOID_RELATIVE_MARGIN),
+           "sinusoid MSE after 1 and 10 test steps", relative_margin=stats.SINUSOID_RELATIVE_MARGIN),
      partial(_sinusoid, a=("11_reptile", "reptile", {"inner_steps": 1}), b=JOINT)),
     (Claim("11", "Reptile with k > 1 beats joint training", "Reptile k = 5", "joint training", "beats",
            "sinusoid MSE after 1 and 10 test steps (lower is better)"),
@@ -913,12 +913,15 @@ def _sides(settings: Sequence[SettingVerdict], side: str) -> tuple[str, str]:
 
 def judge_all(r: Results) -> pd.DataFrame:
     """Every claim of :data:`CLAIMS` judged on ``r``: one row per claim with its chapter, statement, experiment,
-    rule, verdict, margin (a matches claim's), both sides' budgets (compact) and seeds, and the verdict's sentence
-    (every setting's estimate and budgets); a claim whose rows are missing reads "not measured"."""
+    rule, verdict, margin (a matches claim's), both sides' budgets (compact) and seeds, the verdict's sentence
+    (every setting's estimate and budgets) and, where settings are not measured, their distinct reasons
+    (``missing``); a claim whose rows are missing reads "not measured"."""
     records = []
     for claim, gather in CLAIMS:
         evidence = gather(r)
         budget_a = budget_b = seeds_a = seeds_b = "–"
+        missing = "; ".join(dict.fromkeys(e.missing for e in evidence if e.missing)) or (
+            "" if evidence else "its rows are not in results.csv")
         if evidence:
             v = judge(claim, evidence)
             verdict, sentence = v.verdict, v.sentence()
@@ -927,7 +930,8 @@ def judge_all(r: Results) -> pd.DataFrame:
             verdict, sentence = "not measured", "its rows are not in results.csv"
         records.append({"chapter": claim.chapter, "claim": claim.statement, "experiment": claim.experiment,
                         "rule": claim.rule, "verdict": verdict, "margin": claim.margin_text(), "budget_a": budget_a,
-                        "budget_b": budget_b, "seeds_a": seeds_a, "seeds_b": seeds_b, "evidence": sentence})
+                        "budget_b": budget_b, "seeds_a": seeds_a, "seeds_b": seeds_b, "evidence": sentence,
+                        "missing": missing})
     return pd.DataFrame(records)
 
 

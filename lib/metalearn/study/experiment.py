@@ -4,6 +4,7 @@ setting summary), and measure the drop under task shift (a table and its results
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, is_dataclass
 from functools import partial
@@ -15,10 +16,10 @@ from torch import nn
 
 from metalearn.core.episodes import ClassDataset, EpisodeSampler
 from metalearn.core.evaluate import EvalResult, PairedDifference, Validation, evaluate, mean_ci95, paired_difference
-from metalearn.core.model_store import ModelStore, describe_model, model_key
+from metalearn.core.model_store import ModelKey, ModelStore, describe_model, model_key
 from metalearn.core.results import read_episodes, row
 from metalearn.core.stats import log_budget_fit
-from metalearn.core.train import RunOptions, Trainer
+from metalearn.core.train import RunOptions, Trainer, TrainResult
 from metalearn.datasets.task_shift import as_cifar_format, as_omniglot_format
 from metalearn.metric.episodic import predictor
 
@@ -42,6 +43,27 @@ class FitContext:
     read_only: bool = False
 
 
+def _fit_key(name: str, model: nn.Module, data: Data, steps: int, train_fn: Trainer[S], settings: S,
+             context: FitContext, validation: Validation | None) -> tuple[ModelKey, str]:
+    """A fit's model key (its configuration and the source it runs) and a few words on its data."""
+    if not is_dataclass(settings):
+        raise TypeError(f"{name}: settings must be the trainer's settings dataclass, got {type(settings).__name__}")
+    if isinstance(data, EpisodeSampler):
+        what = f"{data.dataset.name}, {data.ways}-way {data.shots}-shot {data.queries}-query episodes"
+        contents = data.dataset.digest
+    elif isinstance(data, ClassDataset):
+        what, contents = data.name, data.digest
+    else:  # generated tasks (e.g. sinusoids): their settings are the data
+        what, contents = data.name, {k: v for k, v in sorted(vars(data).items()) if not k.startswith("_")}
+    selection = {"validation": validation.describe()} if validation is not None else {}
+    config = dict(name=name, data=what, data_contents=contents, steps=steps, seed=context.seed,
+                  model=describe_model(model), trainer=f"{train_fn.__module__}.{train_fn.__qualname__}",
+                  settings={"type": f"{type(settings).__module__}.{type(settings).__qualname__}", **asdict(settings)},
+                  **selection)
+    objects = (train_fn, model, data, type(settings), *([validation.predict] if validation else []))
+    return model_key(config, *objects), what
+
+
 def fit(name: str, model: nn.Module, data: Data, steps: int, train_fn: Trainer[S], settings: S,
         context: FitContext, validation: Validation | None = None) -> tuple[pd.DataFrame, float]:
     """Train ``model`` for ``steps`` steps with ``train_fn(model, data, steps, settings, run)`` (the method's
@@ -58,21 +80,7 @@ def fit(name: str, model: nn.Module, data: Data, steps: int, train_fn: Trainer[S
     unfinished run resumes from its state there. One line says whether the model was reused, resumed or trained, and
     why.
     """
-    if not is_dataclass(settings):
-        raise TypeError(f"{name}: settings must be the trainer's settings dataclass, got {type(settings).__name__}")
-    if isinstance(data, EpisodeSampler):
-        what = f"{data.dataset.name}, {data.ways}-way {data.shots}-shot {data.queries}-query episodes"
-        contents = data.dataset.digest
-    elif isinstance(data, ClassDataset):
-        what, contents = data.name, data.digest
-    else:  # generated tasks (e.g. sinusoids): their settings are the data
-        what, contents = data.name, {k: v for k, v in sorted(vars(data).items()) if not k.startswith("_")}
-    selection = {"validation": validation.describe()} if validation is not None else {}
-    config = dict(name=name, data=what, data_contents=contents, steps=steps, seed=context.seed,
-                  model=describe_model(model), trainer=f"{train_fn.__module__}.{train_fn.__qualname__}",
-                  settings={"type": f"{type(settings).__module__}.{type(settings).__qualname__}", **asdict(settings)},
-                  **selection)
-    key = model_key(config, train_fn, model, data, type(settings), *([validation.predict] if validation else []))
+    key, what = _fit_key(name, model, data, steps, train_fn, settings, context, validation)
     store = ModelStore(context.models_dir, context.notebook) if context.models_dir else None
     why = "no models folder set (smoke scale)"
     if store is not None:
@@ -101,6 +109,61 @@ def fit(name: str, model: nn.Module, data: Data, steps: int, train_fn: Trainer[S
           + (f" (resumed at {res.resumed_from})" if res.resumed_from else "")
           + (f", saved to {store.weights(name)}" if store is not None else ""))
     return _curve(name, res.history, res.validation), round(res.seconds, 1)
+
+
+def fit_snapshots(name: str, model: nn.Module, data: Data, snapshots: Sequence[int], train_fn: Trainer[S],
+                  settings: S, context: FitContext, validation: Validation | None = None,
+                  ) -> dict[int, tuple[nn.Module, pd.DataFrame, float]]:
+    """Checkpoints of one run at several budgets (the families at equal compute): train ``model`` as :func:`fit`
+    for ``max(snapshots)`` steps and keep, at each step of ``snapshots``, the weights a run stopped there would end
+    with (its best validated check so far, or its current weights). Returns ``{step: (model with those weights, the
+    run's curve up to that step, its training seconds up to that step)}``.
+
+    With ``context.models_dir``, each checkpoint is stored as the model ``<name>@<step>`` (its key: the run's key
+    and the step) and reused while every one of them is unchanged; otherwise the run trains (or resumes)."""
+    steps = sorted(snapshots)
+    if not steps or steps[0] < 1 or len(set(steps)) != len(steps):
+        raise ValueError(f"{name}: snapshots must be distinct steps >= 1, got {list(snapshots)}")
+    key, what = _fit_key(name, model, data, steps[-1], train_fn, settings, context, validation)
+    keys = {s: ModelKey(key.config | {"snapshot": s}, key.sources, key.torch) for s in steps}
+    store = ModelStore(context.models_dir, context.notebook) if context.models_dir else None
+    holders = {s: copy.deepcopy(model) for s in steps}  # the same architecture, to hold each checkpoint's weights
+    why = "no models folder set (smoke scale)"
+    if store is not None:
+        records: dict[int, dict[str, Any]] = {}
+        for s in steps:
+            record, why = store.load(f"{name}@{s}", holders[s], keys[s])
+            if record is None:
+                break
+            records[s] = record
+        else:
+            print(f"{name}: reused its checkpoints at steps {', '.join(map(str, steps))} from {store.folder}")
+            return {s: (holders[s].eval(), _curve(f"{name}@{s}", r["history"], r.get("validation", [])), r["seconds"])
+                    for s, r in records.items()}
+        if context.read_only:
+            raise FileNotFoundError(f"{name}: {why}; the checkpoints must come from chapter {context.notebook}")
+    ckpt = (Path(context.checkpoint_dir) / f"{context.notebook}-{name}-{key.digest[:16]}.pt"
+            if context.checkpoint_dir else None)
+    print(f"{name}: {'resuming' if ckpt is not None and ckpt.exists() else 'training'} a run of {steps[-1]} steps on "
+          f"{what} with checkpoints at steps {', '.join(map(str, steps))} ({why})")
+    run = RunOptions(seed=context.seed, checkpoint=ckpt, log_every=max(1, steps[-1] // 40), validate=validation,
+                     validate_every=validation.every if validation is not None else 0, desc=name,
+                     snapshots=tuple(steps))
+    res = train_fn(model, data, steps[-1], settings, run)
+    out = {}
+    for s in steps:
+        snap = res.snapshots[s]
+        holders[s].load_state_dict(snap["state"])
+        upto = TrainResult([h for h in res.history if h["step"] <= s], snap["seconds"], res.resumed_from,
+                           [v for v in res.validation if v["step"] <= s], snap["best_step"])
+        if store is not None:
+            store.save(f"{name}@{s}", holders[s], keys[s], s, upto)
+        out[s] = (holders[s].eval(), _curve(f"{name}@{s}", upto.history, upto.validation), round(upto.seconds, 1))
+    if ckpt is not None:
+        ckpt.unlink(missing_ok=True)
+    print(f"{name}: {steps[-1]} steps in {res.seconds:.0f} s; checkpoints "
+          + ", ".join(f"{s} ({out[s][2]:.0f} s)" for s in steps))
+    return out
 
 
 def budget(curve: pd.DataFrame, seconds: float) -> dict[str, Any]:

@@ -6,8 +6,11 @@ chapter table, all generated from what the pipeline committed.
   (``reports/site/mathjax/``) instead of a CDN, and without require.js and mermaid (no chapter uses widgets or
   diagrams), so that no page requests anything off the machine.
 * ``reports/site/plots/index.html``: ``dvc plots show`` (its template inlines vega; see ``.dvc/plots``).
-* ``reports/index.html``: a card per chapter with its title, its headline numbers from ``reports/results.csv`` and
-  one of its figures, linking the chapter page and the plots page.
+* ``reports/index.html``: a card per chapter with its title, its headline numbers from ``reports/results.csv``, each
+  beside its paper's number (:mod:`metalearn.study.papers`; "n.c." where the paper measured under another protocol),
+  and one of its figures, linking the chapter page and the plots page. The summary chapter's card counts the deck's
+  claims by verdict, as the chapter does (:func:`metalearn.study.claims.count_verdicts` over
+  :func:`~metalearn.study.claims.judge_all` on the results and the chapters' per-unit scores, ``reports/episodes``).
 * The README's chapter table, between ``<!-- chapters:start -->`` and ``<!-- chapters:end -->``, is the same headline
   numbers as markdown (``python -m metalearn.study.site --readme README.md``); a test fails when the two disagree.
 
@@ -27,6 +30,7 @@ from pathlib import Path
 import pandas as pd
 
 from metalearn.core.files import atomic_path
+from metalearn.study import claims, papers
 from metalearn.study.chapters import BY_NOTEBOOK
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -125,14 +129,15 @@ def _setting(row: pd.Series) -> str:
     return " ".join(parts)
 
 
-def headline(results: pd.DataFrame, notebook: str, limit: int = 6) -> tuple[str, list[str]]:
-    """A chapter's headline: its main method and metric (:mod:`metalearn.study.chapters`'s table)
-    at study scale, and up to ``limit`` of those numbers, one per setting, as ``"<setting>: <value> ± <ci95>"``."""
+def headline_rows(results: pd.DataFrame, notebook: str, limit: int = 6) -> tuple[str, pd.DataFrame, int]:
+    """A chapter's headline: its main method and metric (:mod:`metalearn.study.chapters`'s table) at study scale, up to
+    ``limit`` of its rows (one per setting) and the digits its numbers are written with; ``("", <no rows>, 1)`` for a
+    chapter without rows."""
     rows = results[(results["notebook"] == notebook) & (results["scale"] == "study")
                    & results["metric"].isin(HEADLINE_METRICS) & results["variant"].isna()
                    & results["trained_on"].isna()]
     if rows.empty:
-        return "", []
+        return "", rows, 1
     entry = BY_NOTEBOOK.get(notebook)
     method, metric = (entry.method, entry.metric) if entry and entry.method else (rows["method"].iloc[0], None)
     rows = rows[rows["method"] == method]
@@ -142,9 +147,45 @@ def headline(results: pd.DataFrame, notebook: str, limit: int = 6) -> tuple[str,
         raise ValueError(f"{notebook} has no study rows of {method!r} in {metric!r}: update the chapter table "
                          "(metalearn.study.chapters)")
     rows = rows.drop_duplicates(["dataset", "ways", "shots", "instance"])
-    digits = 3 if metric in ("delta_auprc", "mse") else 1
-    items = [f"{_setting(r)}: {r['value']:.{digits}f} ± {r['ci95']:.{digits}f}" for _, r in rows.head(limit).iterrows()]
-    return f"{method} ({metric})", items
+    return f"{method} ({metric})", rows.head(limit), 3 if metric in ("delta_auprc", "mse") else 1
+
+
+def headline(results: pd.DataFrame, notebook: str, limit: int = 6) -> tuple[str, list[str]]:
+    """A chapter's headline (:func:`headline_rows`) as ``"<setting>: <value> ± <ci95>"``, one per setting."""
+    method, rows, digits = headline_rows(results, notebook, limit)
+    return method, [f"{_setting(r)}: {r['value']:.{digits}f} ± {r['ci95']:.{digits}f}" for _, r in rows.iterrows()]
+
+
+def _int(value: object) -> int | None:
+    return None if pd.isna(value) else int(value)  # type: ignore[call-overload]
+
+
+def paper_number(row: pd.Series, notebook: str) -> papers.PaperNumber | None:
+    """The published number a headline row stands beside: the chapter's own entry for exactly the row's method,
+    setting, metric and qualifiers (:func:`metalearn.study.papers.lookup`), else, for a catalogued method's plain
+    accuracy row in its home chapter, :func:`~metalearn.study.papers.reference_for`'s (its transductive entry, marked
+    not comparable); ``None`` where no paper reports the setting."""
+    method, dataset, ways, shots = str(row["method"]), str(row["dataset"]), _int(row["ways"]), _int(row["shots"])
+    instance, steps = _int(row.get("instance")), _int(row.get("adapt_steps"))
+    own = papers.lookup(method, dataset, ways, shots, str(row["metric"]), notebook=notebook, instance=instance,
+                        adapt_steps=steps)
+    if own is not None or instance is not None or steps is not None or ways is None or shots is None:
+        return own
+    home = papers.METHODS.get(method)
+    if home is None or home.notebook != notebook:
+        return None
+    return papers.reference_for(method, dataset, ways, shots, str(row["metric"]))
+
+
+def _paper_cell(p: papers.PaperNumber | None) -> str:
+    """A paper's number as its table prints it, "n.c." where it is not comparable, "–" where there is none."""
+    return "–" if p is None else f"{p.value:g}" + ("" if p.comparable else " n.c.")
+
+
+def claim_counts(results: pd.DataFrame, reports: Path) -> dict[str, int]:
+    """The deck's claims judged on ``results`` and the chapters' per-unit scores (``reports/episodes``), counted by
+    verdict: the numbers the summary chapter renders (:func:`metalearn.study.claims.count_verdicts`)."""
+    return claims.count_verdicts(claims.judge_all(claims.Results(results, reports / "episodes")))
 
 
 def readme_table(results: pd.DataFrame, reports: Path) -> str:
@@ -206,25 +247,40 @@ def index_page(results: pd.DataFrame, reports: Path) -> str:
     cards = []
     for chapter in chapters(reports):
         name = html.escape(title(reports / "notebooks" / f"{chapter}.ipynb"))
-        method, items = headline(results, chapter)
-        numbers = "".join(f"<li>{html.escape(i)}</li>" for i in items)
+        entry = BY_NOTEBOOK.get(chapter)
+        if entry is not None and entry.family == "summary":
+            method = "the deck's claims, by verdict (metalearn.study.claims)"
+            counts = claim_counts(results, reports)
+            numbers = ('<table class="numbers"><tr><th>verdict</th><th>claims</th></tr>'
+                       + "".join(f"<tr><td>{html.escape(kind)}</td><td>{n}</td></tr>" for kind, n in counts.items())
+                       + "</table>")
+        else:
+            method, rows, digits = headline_rows(results, chapter)
+            numbers = "".join(
+                f"<tr><td>{html.escape(_setting(r))}</td><td>{r['value']:.{digits}f} ± {r['ci95']:.{digits}f}</td>"
+                f"<td>{html.escape(_paper_cell(paper_number(r, chapter)))}</td></tr>" for _, r in rows.iterrows())
+            numbers = (f'<table class="numbers"><tr><th>setting</th><th>ours</th><th>paper</th></tr>{numbers}</table>'
+                       if numbers else "")
         figure = _figure(reports, chapter)
         img = f'<img src="{figure}" alt="{html.escape(chapter)}: figure" loading="eager">' if figure else ""
         cards.append(f'<section class="card"><h2><a href="site/{chapter}.html">{name}</a></h2>'
-                     f'<p class="method">{html.escape(method)}</p><ul>{numbers}</ul>{img}</section>')
+                     f'<p class="method">{html.escape(method)}</p>{numbers}{img}</section>')
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>metalearn: the study's reports</title><link rel="icon" href="data:,">
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 72em; padding: 0 1em; color: #222; }}
 .grid {{ display: grid; grid-template-columns: repeat(auto-fill, minmax(21em, 1fr)); gap: 1em; }}
 .card {{ border: 1px solid #ddd; border-radius: 6px; padding: 0.8em; }}
-.card h2 {{ font-size: 1.05em; margin: 0 0 0.3em; }} .card ul {{ font-size: 0.85em; padding-left: 1.2em; }}
+.card h2 {{ font-size: 1.05em; margin: 0 0 0.3em; }}
+.numbers {{ font-size: 0.85em; border-collapse: collapse; margin: 0.4em 0; }}
+.numbers th, .numbers td {{ padding: 0.1em 0.6em 0.1em 0; text-align: left; }} .numbers th {{ color: #555; }}
 .card img {{ width: 100%; max-height: 16em; object-fit: contain; }} .method {{ color: #555; font-size: 0.85em; margin: 0; }}
 </style></head>
 <body>
 <h1>metalearn: a reproducible study of meta-learning</h1>
 <p>Every chapter as executed by <code>dvc repro</code> at study scale, its headline numbers from
-<code>results.csv</code> (mean ± 95% CI over the test episodes or assays) and one of its figures.
+<code>results.csv</code> (mean ± 95% CI over the test episodes or assays) beside the paper's number ("n.c.": measured
+under another protocol, not comparable; "–": no paper reports it) and one of its figures.
 Training and validation curves of every chapter: <a href="site/plots/index.html">the DVC plots page</a>.</p>
 <div class="grid">
 {chr(10).join(cards)}
