@@ -27,6 +27,7 @@ from metalearn.study.gradient import (
     paired_by_setting,
     plan_table,
     result_rows,
+    setting_curves,
     setting_label,
     training_seconds,
     with_steps,
@@ -101,8 +102,13 @@ def test_shared_models_evaluation_and_rows(omniglot_train, omniglot_test, tmp_pa
     assert all(d.mean == 0 and d.n == 3 for d in same.values())  # the same model on the same episodes
     assert difference_column(same, [("omniglot", 20, 1), ("omniglot", 5, 1)]) == ["+0.00 ± 0.00", "–"]
     assert transductive.n == 3
-    rows = result_rows("t", res, seconds, scale="smoke", device="cpu", seed=0)
+    by_setting = setting_curves(curves, setups)
+    assert by_setting[("omniglot", 20, 5)] is not None and by_setting[("omniglot", 20, 5)].equals(
+        by_setting[("omniglot", 20, 1)])  # the 1-shot model's curve serves 20w5s
+    rows = result_rows("t", res, seconds, curves=by_setting, scale="smoke", device="cpu", seed=0)
     assert len(rows) == 4 and {r["method"] for r in rows} == {"maml", "maml_transductive"}
+    steps = int(curves["step"].max())
+    assert all(r["train_steps"] == steps and r["train_examples"] == int(curves["examples"].max()) for r in rows)
     rows_file, metrics_file, *_ = results.write_metrics("t", rows, tmp_path, curves=curves)
     assert set(json.loads(metrics_file.read_text())["omniglot"]["20w5s"]) == {"maml", "maml_transductive"}
 

@@ -162,6 +162,23 @@ def test_fit_snapshots_are_the_fits_of_their_lengths_stored_and_reused(omniglot_
         fit_snapshots("p", ProtoNet(Conv4()), sampler, (3, 3), train_episodic, Episodic(), ctx, val)
 
 
+def test_scored_rows_carry_the_budget_and_the_validation_score_the_model_was_chosen_on():
+    from metalearn.study.experiment import scored_rows
+
+    curve = pd.DataFrame({"model": "m", "step": [2, 4, 6, 4], "examples": [20, 40, 60, 40],
+                          "loss": [1.0, 0.8, 0.7, None], "val_accuracy": [None, None, None, 61.5]})
+    curve = pd.concat([curve, pd.DataFrame({"model": ["m"], "step": [6], "examples": [60], "val_accuracy": [58.0]})])
+    result = EvalResult(55.0, 1.2, 600, np.full(600, 55.0))
+    test, val = scored_rows("04_p", "protonet", ("cifar_fs", 5, 1), result, curve, 12.5, scale="study", device="cpu",
+                            seed=2)
+    assert (test["metric"], test["value"], test["n_test"], test["seed"]) == ("accuracy", 55.0, 600, 2)
+    assert (val["metric"], val["value"], val["ci95"]) == ("val_accuracy", 61.5, None)  # the best check
+    assert all((r["train_steps"], r["train_examples"], r["train_seconds"]) == (6, 60, 12.5) for r in (test, val))
+    [only] = scored_rows("04_p", "protonet", ("cifar_fs", 5, 1), result, curve.drop(columns="val_accuracy"), 1.0,
+                         scale="study", device="cpu", seed=0, budget=100)
+    assert only["budget"] == 100 and only["metric"] == "accuracy"
+
+
 def test_fit_refit_trains_the_final_model_for_the_chosen_length_on_more_classes(omniglot_train, omniglot_test):
     train_part = ClassDataset(omniglot_train.images[:20], omniglot_train.class_names[:20], "part")
     more = ClassDataset(omniglot_train.images[:40], omniglot_train.class_names[:40], "part+more")
@@ -284,3 +301,31 @@ def test_a_fits_budget_is_its_steps_and_examples_seen():
     assert budget(two, 2.0)["train_examples"] == 432
     with pytest.raises(ValueError, match="no examples column"):
         budget(curves[0].drop(columns="examples"), 1.0)
+
+
+def test_equal_compute_budgets_are_steps_at_a_stated_pace_and_checkpoints_per_seed(omniglot_train, omniglot_test):
+    from metalearn.study.equal_compute import budget_results, budget_steps, fit_budgets
+
+    assert budget_steps([600, 100, 300], 0.2) == {100: 500, 300: 1500, 600: 3000}
+    for bad, pace in (([100, 100], 0.2), ([0, 100], 0.2), ([], 0.2), ([100], 0.0), ([1, 2], 10.0)):
+        with pytest.raises(ValueError):
+            budget_steps(bad, pace)
+    small = ClassDataset(omniglot_train.images[:30], omniglot_train.class_names[:30], "small")
+    val = Validation(EpisodeSampler(omniglot_test, 5, 1, 2), predictor, episodes=4, every=2)
+    fits = fit_budgets("p", lambda: ProtoNet(Conv4()), EpisodeSampler(small, 5, 1, 2), {2: 2, 4: 4}, (0, 1),
+                       train_episodic, Episodic(), FitContext("nb", 0), val)
+    assert sorted(fits) == [(0, 2), (0, 4), (1, 2), (1, 4)]
+    first = [next(iter(fits[(s, 4)][0].state_dict().values())) for s in (0, 1)]
+    assert not torch.equal(*first)  # each seed starts from its own initial weights
+    sampler = EpisodeSampler(omniglot_test, 5, 1, 2)
+
+    def score(model):
+        from metalearn.core.evaluate import evaluate
+        return {"protonet": evaluate(predictor(model), sampler, episodes=3, seed=0)}
+
+    rows, units, table = budget_results("nb", ("omniglot", 5, 1), fits, score, scale="smoke", device="cpu")
+    assert [(r["seed"], r["budget"], r["train_steps"], r["metric"]) for r in rows] == [
+        (0, 2, 2, "accuracy"), (0, 4, 4, "accuracy"), (1, 2, 2, "accuracy"), (1, 4, 4, "accuracy")]
+    assert sorted(units) == [("protonet", "omniglot", 5, 1, s, b) for s in (0, 1) for b in (2, 4)]
+    assert list(table.columns) == ["method", "budget (s)", "seed", "steps", "examples", "measured (s)", "accuracy",
+                                   "ci95"] and table["examples"].tolist() == [30, 60, 30, 60]

@@ -178,6 +178,22 @@ def budget(curve: pd.DataFrame, seconds: float) -> dict[str, Any]:
             "train_examples": int(last["examples"].sum())}
 
 
+def scored_rows(notebook: str, method: str, setting: tuple[str, int | None, int | None], result: EvalResult,
+                curve: pd.DataFrame, seconds: float, *, scale: str, device: str, seed: int, metric: str = "accuracy",
+                **qualifiers: Any) -> list[dict]:
+    """The results rows of one model's test ``result`` in ``setting``: the test row, with the model's budget
+    (:func:`budget` of its ``curve`` and training ``seconds``), and, where the curve has validation checks, the
+    ``val_<metric>`` row: the score of the check the model ends with (its best), on which "the family's best" is
+    chosen, never on the test row."""
+    dataset, ways, shots = setting
+    common = dict(scale=scale, device=device, seed=seed, **budget(curve, seconds), **qualifiers)
+    rows = [row(notebook, method, dataset, ways, shots, metric, result.mean, result.ci95, result.n, **common)]
+    if "val_accuracy" in curve and curve["val_accuracy"].notna().any():
+        rows.append(row(notebook, method, dataset, ways, shots, f"val_{metric}", float(curve["val_accuracy"].max()),
+                        **common))
+    return rows
+
+
 def _curve(name: str, history: list[dict], validation: list[dict]) -> pd.DataFrame:
     """Training rows and validation checks in one table, one row per step (columns missing at a step are NaN)."""
     curve = pd.DataFrame(history)

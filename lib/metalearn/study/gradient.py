@@ -23,7 +23,6 @@ import torch
 from metalearn.core.episodes import ClassDataset, EpisodeSampler, make_generator
 from metalearn.core.evaluate import EvalResult, PairedDifference, Validation, mean_ci95, paired_difference
 from metalearn.core.models import Classifier
-from metalearn.core.results import row
 from metalearn.core.train import Trainer
 from metalearn.gradient.evaluation import (
     NICHOL_QUERIES,
@@ -37,7 +36,7 @@ from metalearn.gradient.evaluation import (
 from metalearn.gradient.inner_loop import Adaptation
 from metalearn.gradient.networks import finn_network
 from metalearn.gradient.outer_loop import MetaTraining
-from metalearn.study.experiment import FitContext, fit
+from metalearn.study.experiment import FitContext, fit, scored_rows
 
 Setting = tuple[str, int, int]  # (dataset, ways, shots)
 
@@ -284,13 +283,24 @@ def evaluation_speedup(models: Mapping[Setting, torch.nn.Module], plans: Mapping
     return pd.DataFrame(records)
 
 
-def result_rows(notebook: str, res: Mapping[str, Mapping[Setting, EvalResult]], seconds: Mapping[Setting, float],
-                **common: Any) -> list[dict]:
-    """One results row per (method, setting) of :func:`evaluate_adapted`'s results (``common``: the keyword
-    arguments of :func:`metalearn.core.results.row` that all of them share, e.g. scale, device, seed)."""
-    return [row(notebook, method, dataset, ways, shots, "accuracy", r.mean, r.ci95, r.n,
-                train_seconds=seconds[(dataset, ways, shots)], **common)
-            for method, by_setting in res.items() for (dataset, ways, shots), r in by_setting.items()]
+def setting_curves(curves: pd.DataFrame, plans: Mapping[Setting, Plan[Any]]) -> dict[Setting, pd.DataFrame]:
+    """The training curve of the model that serves each setting of ``plans``, from :func:`fit_meta_models`'s curves
+    (a model trained on ``train_shots`` serves the group's other shots)."""
+    out = {}
+    for (dataset, ways, shots), p in plans.items():
+        trained = f"{ways}w{p.train_shots or shots}s"
+        out[(dataset, ways, shots)] = curves[(curves["dataset"] == dataset) & (curves["setting"] == trained)]
+    return out
+
+
+def result_rows(notebook: str, res: Mapping[str, Mapping[Setting, EvalResult]], seconds: Mapping[Setting, float], *,
+                curves: Mapping[Setting, pd.DataFrame], **common: Any) -> list[dict]:
+    """The results rows of :func:`evaluate_adapted`'s results, each (method, setting) with its model's budget and
+    validation row (:func:`metalearn.study.experiment.scored_rows`; ``curves``: see :func:`setting_curves`);
+    ``common``: the keyword arguments of :func:`metalearn.core.results.row` that all of them share, e.g. scale,
+    device, seed."""
+    return [r for method, by_setting in res.items() for k, result in by_setting.items()
+            for r in scored_rows(notebook, method, k, result, curves[k], seconds[k], **common)]
 
 
 def plan_table(plans: Mapping[Setting, Plan[Any]]) -> pd.DataFrame:
