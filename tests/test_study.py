@@ -99,14 +99,24 @@ def test_task_shift_results_give_one_row_per_shifted_model(omniglot_test, cifar_
     evaluator = Evaluator({"omniglot": omni, "cifar_fs": cifar}, {"omniglot": 2, "cifar_fs": 2}, queries=2, seed=0)
     models = {(m, d): ProtoNet(conv4_for((1, 28, 28) if d == "omniglot" else (3, 32, 32))).eval()
               for m in ("p", "q") for d in ("omniglot", "cifar_fs")}
-    table, rows = task_shift_results("nb", evaluator, ["p", "q"], lambda m, d, k: models[(m, d)],
-                                     lambda m, d, k: {"p": 1.0, "q": 2.0}[m] + k, scale="smoke", device="cpu", seed=3)
-    assert len(table) == len(rows) == 8 and list(table.index) == list(range(8))
-    assert [(r["method"], r["trained_on"], r["dataset"], r["shots"]) for r in rows[:2]] == [
+    def trained(m, d, k):  # a curve with a validation check for "p" only
+        curve = pd.DataFrame({"model": m, "step": [10 * k], "examples": [100 * k], "loss": [1.0]})
+        return (curve.assign(val_accuracy=50.0 + k) if m == "p" else curve), {"p": 1.0, "q": 2.0}[m] + k
+
+    table, rows = task_shift_results("nb", evaluator, ["p", "q"], lambda m, d, k: models[(m, d)], trained,
+                                     scale="smoke", device="cpu", seed=3)
+    test = [r for r in rows if r["metric"] == "accuracy"]
+    assert len(table) == len(test) == 8 and list(table.index) == list(range(8))
+    assert [(r["method"], r["trained_on"], r["dataset"], r["shots"]) for r in test[:2]] == [
         ("p", "omniglot", "cifar_fs", 1), ("p", "omniglot", "cifar_fs", 5)]
-    assert [r["train_seconds"] for r in rows] == [2.0, 6.0, 2.0, 6.0, 3.0, 7.0, 3.0, 7.0]
+    assert [r["train_seconds"] for r in test] == [2.0, 6.0, 2.0, 6.0, 3.0, 7.0, 3.0, 7.0]
+    assert [r["train_examples"] for r in test] == [100, 500] * 4
     assert all(r["value"] == rec["shifted model"] and r["n_test"] == 2 and r["seed"] == 3
-               for r, rec in zip(rows, table.to_dict("records"), strict=True))
+               for r, rec in zip(test, table.to_dict("records"), strict=True))
+    val = [r for r in rows if r["metric"] == "val_accuracy"]
+    assert [(r["method"], r["value"], r["trained_on"]) for r in val[:2]] == [("p", 51.0, "omniglot"),
+                                                                             ("p", 55.0, "omniglot")]
+    assert {r["method"] for r in val} == {"p"}
 
 
 def test_fit_with_validation_is_stored_and_reused(omniglot_train, omniglot_test, tmp_path, capsys):

@@ -401,19 +401,20 @@ def task_shift(evaluate_on: Evaluator, method: str, model_for: Callable[[str, in
 
 
 def task_shift_results(notebook: str, evaluate_on: Evaluator, methods: Sequence[str],
-                       model_for: Callable[[str, str, int], nn.Module], train_seconds: Callable[[str, str, int], float],
-                       ways: int = 5, **row_kwargs: Any) -> tuple[pd.DataFrame, list[dict]]:
+                       model_for: Callable[[str, str, int], nn.Module],
+                       trained: Callable[[str, str, int], tuple[pd.DataFrame, float]], ways: int = 5,
+                       **row_kwargs: Any) -> tuple[pd.DataFrame, list[dict]]:
     """:func:`task_shift` of each of ``methods`` (its model trained on a data set for a number of shots:
     ``model_for(method, trained_on, shots)``) on the evaluator's test sets, each shown in the other data set's image
-    format; return the concatenated table and its ``reports/results.csv`` rows, one per shifted model (method,
-    ``trained_on``, tested data set, setting), with ``train_seconds(method, trained_on, shots)``; ``row_kwargs``
-    (``scale``, ``device``, ``seed``, ...) go to :func:`metalearn.core.results.row`."""
+    format; return the concatenated table and its ``reports/results.csv`` rows (:func:`scored_rows`, ``trained_on``
+    set: the model's budget and validation row, from ``trained(method, trained_on, shots)``, its training curve and
+    seconds), per shifted model and setting; ``row_kwargs`` (``scale``, ``device``, ``seed``) go to the rows."""
     tests = evaluate_on.test_sets
     shifted = {"cifar_fs": as_omniglot_format(tests["cifar_fs"]), "omniglot": as_cifar_format(tests["omniglot"])}
     table = pd.concat([task_shift(evaluate_on, m, partial(model_for, m), shifted, ways=ways) for m in methods],
                       ignore_index=True)
-    rows = [row(notebook, rec["method"], rec["tested on"], rec["ways"], rec["shots"], "accuracy", rec["result"].mean,
-                rec["result"].ci95, rec["result"].n, trained_on=rec["trained on"],
-                train_seconds=train_seconds(rec["method"], rec["trained on"], rec["shots"]), **row_kwargs)
-            for rec in table.to_dict("records")]
+    rows = [r for rec in table.to_dict("records")
+            for r in scored_rows(notebook, rec["method"], (rec["tested on"], rec["ways"], rec["shots"]), rec["result"],
+                                 *trained(rec["method"], rec["trained on"], rec["shots"]), trained_on=rec["trained on"],
+                                 **row_kwargs)]
     return table, rows
