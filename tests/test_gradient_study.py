@@ -218,3 +218,22 @@ def test_the_replaced_loop_and_the_one_pass_are_timed_on_the_same_episodes(omnig
     assert training_seconds((shared_model, {k: 7.0 for k in shared_model})) == 7.0  # one model, counted once
     assert training_seconds((models, seconds), ({("x", 1, 1): torch.nn.Linear(1, 1)}, {("x", 1, 1): 2.0})) \
         == pytest.approx(seconds[("omniglot", 5, 1)] + 2.0)
+
+
+def test_equal_compute_checkpoints_of_a_setting_train_on_its_plans_inputs(omniglot_train, omniglot_test) -> None:
+    """fit_meta_budgets trains what fit_meta_models would (the same network, episodes and validation) once per
+    seed, with a checkpoint at each budget; seed 0's largest checkpoint is fit_meta_models' model of that length."""
+    from dataclasses import replace as with_
+
+    from metalearn.study.gradient import Selection, fit_meta_budgets
+
+    key = ("omniglot", 5, 1)
+    plan = with_(plans()[key], steps=2)
+    selection = Selection({"omniglot": omniglot_test}, episodes=2, every=1)
+    fits = fit_meta_budgets("maml", plan, key, {"omniglot": omniglot_train}, train_maml, {10: 1, 20: 2}, (0, 1),
+                            CTX, selection)
+    assert sorted(fits) == [(0, 10), (0, 20), (1, 10), (1, 20)]
+    models, _, _ = fit_meta_models("maml", {key: plan}, {"omniglot": omniglot_train}, train_maml, CTX, selection)
+    for a, b in zip(models[key].state_dict().values(), fits[(0, 20)][0].state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert fits[(1, 20)][1]["val_accuracy"].notna().sum() == 2

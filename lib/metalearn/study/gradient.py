@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Generic, Protocol, TypeVar, cast
 
@@ -36,6 +36,7 @@ from metalearn.gradient.evaluation import (
 from metalearn.gradient.inner_loop import Adaptation
 from metalearn.gradient.networks import finn_network
 from metalearn.gradient.outer_loop import MetaTraining
+from metalearn.study.equal_compute import Fits, fit_budgets
 from metalearn.study.experiment import FitContext, fit, scored_rows
 
 Setting = tuple[str, int, int]  # (dataset, ways, shots)
@@ -189,6 +190,24 @@ class Selection:
     every: int
 
 
+def _training_inputs(plan: Plan[Any], setting: Setting, train_sets: Mapping[str, ClassDataset],
+                     selection: Selection | None) -> tuple[Callable[[], Classifier], EpisodeSampler, Validation | None]:
+    """What a setting's meta-training runs on: a maker of its network (:func:`finn_network`, on the data's
+    device), its training episodes (the plan's training shots and queries) and, with ``selection``, its validation
+    checks under the plan's test-time rule."""
+    dataset, ways, shots = setting
+    data, k = train_sets[dataset], plan.train_shots or shots
+    shape = cast(tuple[int, int, int], tuple(data.images.shape[2:]))
+    validation = None
+    if selection is not None:
+        val_sampler = EpisodeSampler(selection.val_sets[dataset], ways, k,
+                                     protocol_queries(plan.rule.protocol, k, plan.test_queries))
+        validation = Validation(val_sampler, adapted_predictor(plan.rule), episodes=selection.episodes,
+                                every=selection.every)
+    return (lambda: finn_network(dataset, shape, ways).to(data.device),
+            EpisodeSampler(data, ways, k, plan.train_queries or k), validation)
+
+
 def fit_meta_models(method: str, plans: Mapping[Setting, Plan[S]], train_sets: Mapping[str, ClassDataset],
                     train_fn: Trainer[S], context: FitContext, selection: Selection | None = None,
                     ) -> tuple[dict[Setting, Classifier], pd.DataFrame, dict[Setting, float]]:
@@ -198,29 +217,33 @@ def fit_meta_models(method: str, plans: Mapping[Setting, Plan[S]], train_sets: M
     keeps its best check on validation classes under the plan's test-time rule. Return the models, the training
     curves (with ``dataset`` and ``setting`` columns: the training tasks') and the training seconds, by setting.
     ``context``: see :func:`metalearn.study.experiment.fit`."""
-    rules = {k: p.rule for k, p in plans.items()} if selection is not None else {}  # before any work
+    inputs = {k: _training_inputs(p, k, train_sets, selection) for k, p in plans.items()}  # before any work
     trained: dict[Setting, tuple[Classifier, float]] = {}
     models, curves, seconds = {}, [], {}
     for (dataset, ways, shots), p in plans.items():
         key = (dataset, ways, p.train_shots or shots)
         if key not in trained:
-            data = train_sets[dataset]
+            make_model, sampler, validation = inputs[(dataset, ways, shots)]
             torch.manual_seed(context.seed)
-            model = finn_network(dataset, cast(tuple[int, int, int], tuple(data.images.shape[2:])), ways).to(data.device)
-            validation = None
-            if selection is not None:
-                rule = rules[(dataset, ways, shots)]
-                val_sampler = EpisodeSampler(selection.val_sets[dataset], ways, key[2],
-                                             protocol_queries(rule.protocol, key[2], p.test_queries))
-                validation = Validation(val_sampler, adapted_predictor(rule), episodes=selection.episodes,
-                                        every=selection.every)
-            curve, sec = fit(f"{method}-{dataset}-{ways}w{key[2]}s", model,
-                             EpisodeSampler(data, ways, key[2], p.train_queries or key[2]), p.steps, train_fn,
-                             p.settings, context, validation)
+            model = make_model()
+            curve, sec = fit(f"{method}-{dataset}-{ways}w{key[2]}s", model, sampler, p.steps, train_fn, p.settings,
+                             context, validation)
             trained[key] = model, sec
             curves.append(curve.assign(dataset=dataset, setting=f"{ways}w{key[2]}s"))
         models[(dataset, ways, shots)], seconds[(dataset, ways, shots)] = trained[key]
     return models, pd.concat(curves), seconds
+
+
+def fit_meta_budgets(method: str, plan: Plan[S], setting: Setting, train_sets: Mapping[str, ClassDataset],
+                     train_fn: Trainer[S], budgets: Mapping[int, int], seeds: Sequence[int], context: FitContext,
+                     selection: Selection | None = None) -> Fits:
+    """A setting's equal-compute checkpoints (:func:`metalearn.study.equal_compute.fit_budgets`): one run per
+    training seed of the plan's meta-training, on the inputs :func:`fit_meta_models` trains that setting on, with its
+    checkpoint at every budget (``{budget: steps}``)."""
+    make_model, sampler, validation = _training_inputs(plan, setting, train_sets, selection)
+    dataset, ways, shots = setting
+    return fit_budgets(f"{method}-{dataset}-{ways}w{shots}s-budget", make_model, sampler, budgets, seeds, train_fn,
+                       plan.settings, context, validation)
 
 
 def evaluate_adapted(method: str, models: Mapping[Setting, torch.nn.Module], plans: Mapping[Setting, Plan[Any]],
