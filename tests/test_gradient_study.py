@@ -17,16 +17,21 @@ from metalearn.gradient.networks import StridedConv4
 from metalearn.gradient.reptile import train_reptile
 from metalearn.study.experiment import FitContext
 from metalearn.study.gradient import (
+    SeedRun,
     Selection,
+    by_seed,
     difference_column,
     equal_time,
     evaluate_adapted,
     evaluation_speedup,
     fit_meta_models,
+    fit_seeds,
     maml_plans,
     paired_by_setting,
     plan_table,
     result_rows,
+    score_seeds,
+    select,
     setting_curves,
     setting_label,
     training_seconds,
@@ -188,6 +193,45 @@ def test_settings_named_by_label_get_their_own_budget() -> None:
     assert timed[("omniglot", 5, 1)].steps == 7 and timed[("cifar_fs", 5, 5)].settings.inner_lr == 0.01
     with pytest.raises(ValueError, match="no setting \\['omniglot 5w2s'\\]"):
         with_steps(setups, {"omniglot 5w2s": 7})
+
+
+def test_a_further_training_seed_trains_its_own_models_of_the_selected_settings(omniglot_train) -> None:
+    setups = plans()
+    chosen = select(setups, ["omniglot 5w1s"])
+    assert list(chosen) == [("omniglot", 5, 1)] and chosen[("omniglot", 5, 1)] is setups[("omniglot", 5, 1)]
+    with pytest.raises(ValueError, match="no setting \\['cifar_fs 5w2s'\\]"):
+        select(setups, ["omniglot 5w1s", "cifar_fs 5w2s"])
+    first, curves, _ = fit_meta_models("maml", chosen, {"omniglot": omniglot_train}, train_maml, CTX)
+    again, _, _ = fit_meta_models("maml", chosen, {"omniglot": omniglot_train}, train_maml, CTX, seed=CTX.seed)
+    other, other_curves, _ = fit_meta_models("maml", chosen, {"omniglot": omniglot_train}, train_maml, CTX, seed=7)
+    key = ("omniglot", 5, 1)
+    same = [torch.equal(a, b) for a, b in zip(first[key].state_dict().values(), again[key].state_dict().values(),
+                                              strict=True)]
+    assert all(same)  # the context's seed is the default
+    assert not torch.equal(next(iter(first[key].parameters())), next(iter(other[key].parameters())))
+    assert set(curves.model) == {"maml-omniglot-5w1s"} and set(other_curves.model) == {"maml-omniglot-5w1s-seed7"}
+
+
+def test_further_seeds_are_scored_on_the_chapter_episodes_and_paired_by_seed(omniglot_train, omniglot_test) -> None:
+    """fit_seeds re-trains each run at every seed but the chapter's; score_seeds scores them on the episodes the
+    chapter's seed draws and writes rows only for the chapter's own methods, each with its training seed."""
+    chosen = select(plans(), ["omniglot 5w1s"])
+    key = ("omniglot", 5, 1)
+    runs = {"maml": SeedRun(chosen, train_maml, CTX), "other": SeedRun(chosen, train_maml, CTX)}
+    fits = fit_seeds(runs, [0, 3, 4], CTX.seed, {"omniglot": omniglot_train})
+    assert set(fits) == {3, 4} and set(fits[3]) == {"maml", "other"}
+    assert set(fits[4]["maml"][1].model) == {"maml-omniglot-5w1s-seed4"}
+    scored, rows = score_seeds("t", fits, runs, {"omniglot": omniglot_test}, episodes=3, seed=0, shared_queries=None,
+                               own=("maml",), scale="smoke", device="cpu")
+    assert {r["seed"] for r in rows} == {3, 4} and {r["method"] for r in rows} == {"maml", "maml_transductive"}
+    assert set(scored[3]) == {"maml", "maml_transductive", "other", "other_transductive"}
+    chapter, _, _ = fit_meta_models("maml", chosen, {"omniglot": omniglot_train}, train_maml, CTX)
+    scored[0] = evaluate_adapted("maml", chapter, chosen, {"omniglot": omniglot_test}, episodes=3, seed=0)
+    per_seed = by_seed(scored, "maml_transductive", key)
+    assert list(per_seed) == [0, 3, 4] and all(r.n == 3 for r in per_seed.values())
+    assert list(by_seed(scored, "other_transductive", key)) == [3, 4]  # only the seeds that scored the row
+    # the same episodes for every seed: seeds 3 and 4's "maml" and "other" are the same runs, hence equal scores
+    assert (scored[3]["maml"][key].per_episode == scored[3]["other"][key].per_episode).all()
 
 
 def test_equal_time_scales_the_budget_by_the_measured_pace() -> None:

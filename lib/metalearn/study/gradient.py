@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Generic, Protocol, TypeVar, cast
 
@@ -140,13 +140,20 @@ def maml_plans(settings: Mapping[str, Mapping[str, Any]], *, lr: float, cosine: 
     return plans
 
 
+def select(plans: Mapping[Setting, Plan[S]], labels: Iterable[str]) -> dict[Setting, Plan[S]]:
+    """The plans of the settings that ``labels`` name (``"omniglot 5w1s"``, see :func:`setting_label`), as they are:
+    e.g. the settings a further training seed re-trains."""
+    labels = set(labels)
+    unknown = sorted(labels - {setting_label(k) for k in plans})
+    if unknown:
+        raise ValueError(f"no setting {unknown}; the settings are {[setting_label(k) for k in plans]}")
+    return {k: p for k, p in plans.items() if setting_label(k) in labels}
+
+
 def with_steps(plans: Mapping[Setting, Plan[S]], steps: Mapping[str, int]) -> dict[Setting, Plan[S]]:
     """The settings that ``steps`` names (``{"omniglot 5w1s": 1800}``, see :func:`setting_label`) with that many
     meta-steps: a second model of a setting, matched to another method's seconds or meta-steps."""
-    unknown = sorted(set(steps) - {setting_label(k) for k in plans})
-    if unknown:
-        raise ValueError(f"no setting {unknown}; the settings are {[setting_label(k) for k in plans]}")
-    return {k: replace(p, steps=steps[setting_label(k)]) for k, p in plans.items() if setting_label(k) in steps}
+    return {k: replace(p, steps=steps[setting_label(k)]) for k, p in select(plans, steps).items()}
 
 
 def equal_time(plans: Mapping[Setting, Plan[S]], labels: Sequence[str], seconds: Mapping[Setting, float],
@@ -209,25 +216,28 @@ def _training_inputs(plan: Plan[Any], setting: Setting, train_sets: Mapping[str,
 
 
 def fit_meta_models(method: str, plans: Mapping[Setting, Plan[S]], train_sets: Mapping[str, ClassDataset],
-                    train_fn: Trainer[S], context: FitContext, selection: Selection | None = None,
-                    ) -> tuple[dict[Setting, Classifier], pd.DataFrame, dict[Setting, float]]:
+                    train_fn: Trainer[S], context: FitContext, selection: Selection | None = None, *,
+                    seed: int | None = None) -> tuple[dict[Setting, Classifier], pd.DataFrame, dict[Setting, float]]:
     """Meta-train one classifier (:func:`~metalearn.gradient.networks.finn_network`) per setting with ``train_fn``
     (the method's entry point, e.g. :func:`~metalearn.gradient.fomaml.train_fomaml`) and its plan's settings, as
     they are; or one model per group of settings whose plan trains on ``train_shots``. With ``selection``, each run
     keeps its best check on validation classes under the plan's test-time rule. Return the models, the training
     curves (with ``dataset`` and ``setting`` columns: the training tasks') and the training seconds, by setting.
-    ``context``: see :func:`metalearn.study.experiment.fit`."""
+    ``context``: see :func:`metalearn.study.experiment.fit`. ``seed``: a training seed other than the context's
+    (its own initial network and training episodes), whose models are named ``<method>-<setting>-seed<seed>``."""
     inputs = {k: _training_inputs(p, k, train_sets, selection) for k, p in plans.items()}  # before any work
+    seed = context.seed if seed is None else seed
+    tag, context = ("" if seed == context.seed else f"-seed{seed}"), replace(context, seed=seed)
     trained: dict[Setting, tuple[Classifier, float]] = {}
     models, curves, seconds = {}, [], {}
     for (dataset, ways, shots), p in plans.items():
         key = (dataset, ways, p.train_shots or shots)
         if key not in trained:
             make_model, sampler, validation = inputs[(dataset, ways, shots)]
-            torch.manual_seed(context.seed)
+            torch.manual_seed(seed)
             model = make_model()
-            curve, sec = fit(f"{method}-{dataset}-{ways}w{key[2]}s", model, sampler, p.steps, train_fn, p.settings,
-                             context, validation)
+            curve, sec = fit(f"{method}-{dataset}-{ways}w{key[2]}s{tag}", model, sampler, p.steps, train_fn,
+                             p.settings, context, validation)
             trained[key] = model, sec
             curves.append(curve.assign(dataset=dataset, setting=f"{ways}w{key[2]}s"))
         models[(dataset, ways, shots)], seconds[(dataset, ways, shots)] = trained[key]
@@ -244,6 +254,58 @@ def fit_meta_budgets(method: str, plan: Plan[S], setting: Setting, train_sets: M
     dataset, ways, shots = setting
     return fit_budgets(f"{method}-{dataset}-{ways}w{shots}s-budget", make_model, sampler, budgets, seeds, train_fn,
                        plan.settings, context, validation)
+
+
+Fitted = tuple[dict[Setting, Classifier], pd.DataFrame, dict[Setting, float]]  # fit_meta_models's models, curves, s
+Scored = dict[str, dict[Setting, EvalResult]]  # evaluate_adapted's results: {row: {setting: result}}
+
+
+@dataclass(frozen=True)
+class SeedRun:
+    """What a further training seed re-trains of one method: the ``plans`` of some settings, the method's trainer,
+    the context it fits in (another chapter's, read-only, for the models that chapter trains) and its model
+    selection (as the chapter's own models of the method)."""
+
+    plans: Mapping[Setting, Plan[Any]]
+    train_fn: Trainer[Any]
+    context: FitContext
+    selection: Selection | None = None
+
+
+def fit_seeds(runs: Mapping[str, SeedRun], seeds: Sequence[int], chapter_seed: int,
+              train_sets: Mapping[str, ClassDataset]) -> dict[int, dict[str, Fitted]]:
+    """Every method of ``runs`` re-trained at each seed of ``seeds`` but the chapter's (:func:`fit_meta_models` with
+    ``seed``): ``{seed: {method: (models, curves, seconds)}}``."""
+    return {s: {m: fit_meta_models(m, r.plans, train_sets, r.train_fn, r.context, r.selection, seed=s)
+                for m, r in runs.items()} for s in seeds if s != chapter_seed}
+
+
+def score_seeds(notebook: str, fits: Mapping[int, Mapping[str, Fitted]], runs: Mapping[str, SeedRun],
+                test_sets: Mapping[str, ClassDataset], *, episodes: int, seed: int, shared_queries: int | None,
+                own: Sequence[str], **common: Any) -> tuple[dict[int, Scored], list[dict]]:
+    """:func:`fit_seeds`'s models scored on the chapter's test episodes (``seed`` draws them, as for the chapter's
+    own models, so that every seed meets the same episodes): ``{training seed: {row: {setting: result}}}``, and the
+    results rows of the methods in ``own`` (those this chapter writes; another chapter writes its own models' rows),
+    each with its training seed; ``common``: see :func:`result_rows`."""
+    scored: dict[int, Scored] = {}
+    rows: list[dict] = []
+    for s, fitted in fits.items():
+        scored[s] = {}
+        for method, (models, curves, seconds) in fitted.items():
+            plans = runs[method].plans
+            res = evaluate_adapted(method, models, plans, test_sets, episodes=episodes, seed=seed,
+                                   shared_queries=shared_queries)
+            scored[s] |= res
+            if method in own:
+                rows += result_rows(notebook, res, seconds, curves=setting_curves(curves, plans), seed=s, **common)
+    return scored, rows
+
+
+def by_seed(scored: Mapping[int, Mapping[str, Mapping[Setting, EvalResult]]], row: str, setting: Setting,
+            ) -> dict[int, EvalResult]:
+    """One row's results in one setting, ``{training seed: result}``, over the seeds that scored it (for
+    :func:`metalearn.study.seeds.paired_over_seeds`)."""
+    return {s: by_row[row][setting] for s, by_row in sorted(scored.items()) if setting in by_row.get(row, {})}
 
 
 def evaluate_adapted(method: str, models: Mapping[Setting, torch.nn.Module], plans: Mapping[Setting, Plan[Any]],
