@@ -20,10 +20,10 @@ from metalearn.drugs.property_prediction import (
     RandomForest,
     evaluate_tasks,
     fsmol_baselines,
-    over_draws,
     paired_tasks,
     per_task,
     summary,
+    task_differences,
     task_metrics,
     wins,
 )
@@ -86,14 +86,18 @@ def test_summary_paired_and_wins_are_over_per_task_means():
     assert wins(a, b).loc[16].tolist() == [2, 3], "x wins, z ties (counts as matching), y loses"
 
 
-def test_over_draws_averages_tasks_within_each_draw_then_draws():
-    t = pd.DataFrame({"task": ["x", "y", "x", "y", "x", "y"], "size": [10] * 6, "draw": [0, 0, 1, 1, 2, 2],
-                      "roc_auc": [0.6, 0.8, 0.7, 0.9, 0.5, 0.7]})
-    mean, ci, n = over_draws(t)
-    assert n == 3 and mean == pytest.approx(0.7)
-    assert ci == pytest.approx(4.3027 * np.std([0.7, 0.8, 0.6], ddof=1) / np.sqrt(3), rel=1e-4)  # t with 2 d.o.f.
-    with pytest.raises(ValueError, match="unknown metric"):
-        over_draws(t, "accuracy")
+def test_task_differences_pair_seed_by_seed_over_the_tasks_every_seed_scores():
+    def table(values, sizes=(16, 16, 16, 64)):
+        return pd.DataFrame({"task": ["x", "y", "z", "x"], "size": list(sizes), "draw": [0] * 4,
+                             "delta_auprc": values})
+    a = {0: table([0.5, 0.2, 0.3, 0.9]), 1: table([0.4, 0.3, 0.2, 0.8])}
+    b = {0: table([0.1, 0.1, 0.1, 0.1]), 1: table([0.2, 0.2, 0.2, 0.2])}
+    b[1] = b[1][b[1]["task"] != "z"]  # seed 1's B skipped z: z pairs at no seed
+    d = task_differences(a, b)
+    assert list(d) == [16], "64 has one task: too few to pair"
+    assert d[16] == pytest.approx(np.array([[0.4, 0.1], [0.2, 0.1]]))  # [seeds, tasks x and y]
+    with pytest.raises(ValueError, match="same training seeds"):
+        task_differences(a, {0: b[0]})
 
 
 def _finetune_one(body, sx, sy, qx, steps, lr):
@@ -236,20 +240,3 @@ def test_half_precision_storage_moves_delta_auprc_and_roc_auc_by_less_than_0001(
     for metric in ("delta_auprc", "roc_auc"):
         assert abs(tables[0][metric].mean() - tables[1][metric].mean()) < 1e-3, metric
         assert (tables[0][metric] - tables[1][metric]).abs().max() < 1e-2, metric  # no assay moves by much either
-
-
-def test_bootstrap_interval_includes_the_variance_across_tasks():
-    """Three draws of two very different tasks: the draws alone agree (a narrow t interval), but which tasks were
-    drawn decides the mean, so the interval over tasks and draws is much wider; a task-free spread keeps it narrow."""
-    from metalearn.drugs.property_prediction import bootstrap_tasks_and_draws
-
-    rows = [{"task": t, "size": 10, "draw": d, "roc_auc": base + 0.01 * d}
-            for t, base in (("x", 0.6), ("y", 0.9), ("z", 0.75)) for d in range(3)]
-    t = pd.DataFrame(rows)
-    mean, ci, n = bootstrap_tasks_and_draws(t, resamples=2000, seed=0)
-    _, ci_draws, _ = over_draws(t)
-    assert n == 3 and mean == pytest.approx(0.76) and ci > 5 * ci_draws
-    same = pd.DataFrame([{**r, "roc_auc": 0.7 + 0.01 * r["draw"]} for r in rows])
-    assert bootstrap_tasks_and_draws(same, seed=0)[1] < 0.02
-    with pytest.raises(ValueError, match="resamples"):
-        bootstrap_tasks_and_draws(t, resamples=10)

@@ -26,7 +26,7 @@ or query molecule (FS-Mol's rule; at k = 256 only 43 of FS-Mol's 157 test tasks 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, cast
@@ -218,36 +218,6 @@ def summary(table: pd.DataFrame, metric: str = "delta_auprc") -> pd.DataFrame:
     return pd.DataFrame(out).set_index("size")
 
 
-def over_draws(table: pd.DataFrame, metric: str = "roc_auc") -> tuple[float, float, int]:
-    """The mean over tasks of ``metric`` in each draw, then their mean and 95% CI over draws, and the number of draws
-    (the MoleculeNet benchmark's repeated runs: a few test tasks, many support draws)."""
-    if metric not in METRICS:
-        raise ValueError(f"unknown metric {metric!r}; choose from {METRICS}")
-    per_draw = table.groupby("draw")[metric].mean().to_numpy()
-    return (*mean_ci95(per_draw), len(per_draw))
-
-
-def bootstrap_tasks_and_draws(table: pd.DataFrame, metric: str = "roc_auc", *, resamples: int = 2000,
-                              seed: int = 0) -> tuple[float, float, int]:
-    """The mean of ``metric`` over tasks and draws, and a 95% interval that includes the variance across tasks as
-    well as across support draws: a two-stage bootstrap (tasks with replacement, then each chosen task's draws with
-    replacement), half the 2.5–97.5 percentile width; and the number of tasks, the unit the interval is over (the
-    MoleculeNet sets have 3 to 167 test tasks; over 3 draws a t interval of the draws alone is both too narrow and
-    blind to which tasks were drawn)."""
-    if metric not in METRICS:
-        raise ValueError(f"unknown metric {metric!r}; choose from {METRICS}")
-    if resamples < 100:
-        raise ValueError(f"resamples must be >= 100, got {resamples}")
-    values = table.pivot_table(index="task", columns="draw", values=metric).to_numpy()  # [tasks, draws], NaN: none
-    tasks, draws = values.shape
-    rng = np.random.default_rng(seed)
-    pick_tasks = rng.integers(tasks, size=(resamples, tasks))
-    pick_draws = rng.integers(draws, size=(resamples, tasks, draws))
-    boot = np.nanmean(values[pick_tasks[..., None], pick_draws], axis=(1, 2))
-    low, high = np.nanpercentile(boot, [2.5, 97.5])
-    return float(np.nanmean(values)), float((high - low) / 2), tasks
-
-
 def paired_tasks(a: pd.DataFrame, b: pd.DataFrame, metric: str = "delta_auprc") -> dict[int, PairedDifference]:
     """Per support size, A − B over the tasks both were scored on (the same draws): the mean of the per-task
     differences and its 95% CI."""
@@ -257,6 +227,24 @@ def paired_tasks(a: pd.DataFrame, b: pd.DataFrame, metric: str = "delta_auprc") 
         diff = (pa.loc[size] - pb.loc[size]).dropna().to_numpy()
         if len(diff) > 1:
             out[int(size)] = PairedDifference(*mean_ci95(diff), len(diff))
+    return out
+
+
+def task_differences(a: Mapping[int, pd.DataFrame], b: Mapping[int, pd.DataFrame], metric: str = "delta_auprc",
+                     ) -> dict[int, np.ndarray]:
+    """Per support size, A − B per task (each task's mean over its draws) for each training seed, seed s's table
+    against seed s's: ``[seeds, tasks]`` (seeds in sorted order) over the tasks both score at every seed (the same
+    draws); sizes with fewer than two such tasks are left out."""
+    if not a or set(a) != set(b):
+        raise ValueError(f"pairing by seed needs the same training seeds on both sides, got {sorted(a)} and "
+                         f"{sorted(b)}")
+    diffs = {s: per_task(a[s], metric) - per_task(b[s], metric) for s in sorted(a)}
+    out = {}
+    for size in sorted(set.intersection(*(set(d.index) for d in diffs.values()))):
+        rows = [d.loc[size] for d in diffs.values()]
+        tasks = sorted(set.intersection(*(set(r.dropna().index) for r in rows)))
+        if len(tasks) > 1:
+            out[int(size)] = np.stack([r[tasks].to_numpy(float) for r in rows])
     return out
 
 
